@@ -1,0 +1,76 @@
+package v1alpha1
+
+// Condition types. Every kind has Ready; its polarity is positive (True is good).
+const (
+	// ConditionReady is True when the object's references resolve and the
+	// operator has done the object's work (a source scored, a segment
+	// evaluated, a channel's Secrets resolved). `kubectl wait --for=condition=Ready` uses it.
+	ConditionReady = "Ready"
+
+	// ConditionReconciling is True while the operator is working towards a
+	// new observation (a scoring or an evaluation in progress). Abnormal-true:
+	// absent when idle.
+	ConditionReconciling = "Reconciling"
+
+	// ConditionStalled is True when the spec can never work as written (a
+	// rule that does not compile, a query that is rejected) and the operator
+	// will not retry until the spec changes. Abnormal-true.
+	ConditionStalled = "Stalled"
+
+	// ConditionModelFallback is True on a CustomerSource whose configured
+	// model could not be fitted, so scores come from a simpler model (RFM
+	// only, or another model of the family). Abnormal-true.
+	ConditionModelFallback = "ModelFallback"
+)
+
+// Condition reasons, shared by the kinds. They are also the reasons of the
+// Events the operator records at the same state changes.
+const (
+	// ReasonSucceeded: the last reconciliation did the object's work.
+	ReasonSucceeded = "Succeeded"
+	// ReasonProgressing: work is under way.
+	ReasonProgressing = "Progressing"
+	// ReasonSuspended: spec.suspend is true; nothing is refreshed or sent.
+	ReasonSuspended = "Suspended"
+	// ReasonSecretNotFound: a referenced Secret does not exist.
+	ReasonSecretNotFound = "SecretNotFound"
+	// ReasonSecretKeyNotFound: a referenced Secret exists but lacks the key.
+	ReasonSecretKeyNotFound = "SecretKeyNotFound"
+	// ReasonConfigMapNotFound: a referenced ConfigMap does not exist.
+	ReasonConfigMapNotFound = "ConfigMapNotFound"
+	// ReasonConfigMapKeyNotFound: a referenced ConfigMap exists but lacks the key.
+	ReasonConfigMapKeyNotFound = "ConfigMapKeyNotFound"
+	// ReasonSourceNotFound: the referenced CustomerSource does not exist.
+	ReasonSourceNotFound = "SourceNotFound"
+	// ReasonSourceNotReady: the referenced CustomerSource has no current snapshot.
+	ReasonSourceNotReady = "SourceNotReady"
+	// ReasonSegmentNotFound: a referenced Segment does not exist.
+	ReasonSegmentNotFound = "SegmentNotFound"
+	// ReasonSegmentNotReady: a referenced Segment has not been evaluated.
+	ReasonSegmentNotReady = "SegmentNotReady"
+	// ReasonChannelNotFound: the referenced Channel does not exist.
+	ReasonChannelNotFound = "ChannelNotFound"
+	// ReasonChannelNotReady: the referenced Channel is not Ready.
+	ReasonChannelNotReady = "ChannelNotReady"
+	// ReasonCampaignNotFound: the referenced Campaign does not exist.
+	ReasonCampaignNotFound = "CampaignNotFound"
+	// ReasonInvalidRule: a CEL rule or custom score does not compile or
+	// exceeds the cost limit.
+	ReasonInvalidRule = "InvalidRule"
+	// ReasonInvalidSpec: the spec passed schema validation but cannot work.
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonReadFailed: the source could not be read.
+	ReasonReadFailed = "ReadFailed"
+	// ReasonTooManyRejectedRows: more rows were bad than the source allows;
+	// the previous snapshot stays current.
+	ReasonTooManyRejectedRows = "TooManyRejectedRows"
+	// ReasonScoringFailed: the customers could not be scored.
+	ReasonScoringFailed = "ScoringFailed"
+	// ReasonModelNotFitted: a model of the BG/NBD family could not be fitted.
+	ReasonModelNotFitted = "ModelNotFitted"
+	// ReasonStoreUnavailable: the data-plane store could not be reached.
+	ReasonStoreUnavailable = "StoreUnavailable"
+	// ReasonNotImplemented: the references resolve but this version of the
+	// operator cannot yet do the object's work, so it does not claim Ready.
+	ReasonNotImplemented = "NotImplemented"
+)

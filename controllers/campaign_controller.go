@@ -1,0 +1,112 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+)
+
+// CampaignReconciler starts CampaignRuns on a Campaign's schedule or trigger.
+type CampaignReconciler struct {
+	client.Client
+	Recorder   EventRecorder
+	Clock      Clock
+	RetryAfter time.Duration
+}
+
+// +kubebuilder:rbac:groups=retention.dev,resources=campaigns,verbs=get;list;watch
+// +kubebuilder:rbac:groups=retention.dev,resources=campaigns/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=retention.dev,resources=segments;channels,verbs=get;list;watch
+
+// Reconcile resolves the Campaign's segment and channel.
+func (r *CampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var c retentionv1.Campaign
+	if err := r.Get(ctx, req.NamespacedName, &c); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	patcher := newStatusPatcher(r.Client, &c)
+	before := slices.Clone(c.Status.Conditions)
+
+	err := r.reconcileReferences(ctx, &c)
+	if err == nil {
+		err = notImplemented("campaign scheduling")
+	}
+	markReady(&c, err, retentionv1.ReasonSucceeded, "runs can start")
+	eventForTransition(r.Recorder, &c, before)
+	if perr := patcher.Patch(ctx, &c); perr != nil {
+		return ctrl.Result{}, perr
+	}
+	return requeueFor(err, retryAfter(r.RetryAfter))
+}
+
+// reconcileReferences checks the segment, the suppression segments and the channel.
+func (r *CampaignReconciler) reconcileReferences(ctx context.Context, c *retentionv1.Campaign) error {
+	for _, name := range campaignSegmentNames(c) {
+		var seg retentionv1.Segment
+		key := types.NamespacedName{Namespace: c.Namespace, Name: name}
+		if err := r.Get(ctx, key, &seg); err != nil {
+			if apierrors.IsNotFound(err) {
+				return waiting(retentionv1.ReasonSegmentNotFound, "segment %s not found", key)
+			}
+			return fmt.Errorf("reading segment %s: %w", key, err)
+		}
+	}
+	var ch retentionv1.Channel
+	key := types.NamespacedName{Namespace: c.Namespace, Name: c.Spec.ChannelRef.Name}
+	if err := r.Get(ctx, key, &ch); err != nil {
+		if apierrors.IsNotFound(err) {
+			return waiting(retentionv1.ReasonChannelNotFound, "channel %s not found", key)
+		}
+		return fmt.Errorf("reading channel %s: %w", key, err)
+	}
+	if !isReady(ch.Status.Conditions) {
+		return waiting(retentionv1.ReasonChannelNotReady, "channel %s is not ready", key)
+	}
+	return nil
+}
+
+// campaignSegmentNames lists the target segment and the suppression segments.
+func campaignSegmentNames(c *retentionv1.Campaign) []string {
+	names := []string{c.Spec.SegmentRef.Name}
+	if c.Spec.Suppress != nil {
+		for _, s := range c.Spec.Suppress.Segments {
+			names = append(names, s.Name)
+		}
+	}
+	return names
+}
+
+// SetupWithManager registers the reconciler; changes of the referenced
+// Segments and Channel re-reconcile the Campaign.
+func (r *CampaignReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Clock == nil {
+		r.Clock = RealClock{}
+	}
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(context.Background(), &retentionv1.Campaign{}, indexSegmentRefs,
+		func(o client.Object) []string { return campaignSegmentNames(o.(*retentionv1.Campaign)) }); err != nil {
+		return err
+	}
+	if err := idx.IndexField(context.Background(), &retentionv1.Campaign{}, indexChannelRef,
+		func(o client.Object) []string { return []string{o.(*retentionv1.Campaign).Spec.ChannelRef.Name} }); err != nil {
+		return err
+	}
+	newList := func() client.ObjectList { return &retentionv1.CampaignList{} }
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&retentionv1.Campaign{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&retentionv1.Segment{}, handler.EnqueueRequestsFromMapFunc(referrers(r.Client, newList, indexSegmentRefs))).
+		Watches(&retentionv1.Channel{}, handler.EnqueueRequestsFromMapFunc(referrers(r.Client, newList, indexChannelRef))).
+		Named("campaign").
+		Complete(r)
+}

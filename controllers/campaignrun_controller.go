@@ -1,0 +1,83 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+)
+
+// CampaignRunReconciler drives a CampaignRun through its phases.
+type CampaignRunReconciler struct {
+	client.Client
+	Recorder   EventRecorder
+	Clock      Clock
+	RetryAfter time.Duration
+}
+
+// +kubebuilder:rbac:groups=retention.dev,resources=campaignruns,verbs=get;list;watch
+// +kubebuilder:rbac:groups=retention.dev,resources=campaignruns/status,verbs=get;update;patch
+
+// Reconcile resolves the run's campaign.
+func (r *CampaignRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var run retentionv1.CampaignRun
+	if err := r.Get(ctx, req.NamespacedName, &run); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	patcher := newStatusPatcher(r.Client, &run)
+	before := slices.Clone(run.Status.Conditions)
+
+	if run.Status.Phase == "" {
+		run.Status.Phase = retentionv1.RunPending
+	}
+	err := r.reconcileCampaign(ctx, &run)
+	if err == nil {
+		err = notImplemented("audience materialisation and outreach")
+	}
+	markReady(&run, err, retentionv1.ReasonSucceeded, "run succeeded")
+	eventForTransition(r.Recorder, &run, before)
+	if perr := patcher.Patch(ctx, &run); perr != nil {
+		return ctrl.Result{}, perr
+	}
+	return requeueFor(err, retryAfter(r.RetryAfter))
+}
+
+func (r *CampaignRunReconciler) reconcileCampaign(ctx context.Context, run *retentionv1.CampaignRun) error {
+	var c retentionv1.Campaign
+	key := types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.CampaignRef.Name}
+	if err := r.Get(ctx, key, &c); err != nil {
+		if apierrors.IsNotFound(err) {
+			return waiting(retentionv1.ReasonCampaignNotFound, "campaign %s not found", key)
+		}
+		return fmt.Errorf("reading campaign %s: %w", key, err)
+	}
+	return nil
+}
+
+// SetupWithManager registers the reconciler; a Campaign's change
+// re-reconciles its runs.
+func (r *CampaignRunReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Clock == nil {
+		r.Clock = RealClock{}
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &retentionv1.CampaignRun{}, indexCampaignRef,
+		func(o client.Object) []string { return []string{o.(*retentionv1.CampaignRun).Spec.CampaignRef.Name} }); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&retentionv1.CampaignRun{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&retentionv1.Campaign{}, handler.EnqueueRequestsFromMapFunc(
+			referrers(r.Client, func() client.ObjectList { return &retentionv1.CampaignRunList{} }, indexCampaignRef))).
+		Named("campaignrun").
+		Complete(r)
+}

@@ -1,0 +1,92 @@
+package controllers
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+)
+
+// ChannelReconciler keeps a Channel's Ready condition true to whether its
+// configuration and Secrets resolve.
+type ChannelReconciler struct {
+	client.Client
+	// APIReader reads Secrets uncached.
+	APIReader client.Reader
+	Recorder  EventRecorder
+	// RetryAfter is how long to wait before looking again for a missing
+	// dependency that no watch reports. If zero, this defaults to 5m.
+	RetryAfter time.Duration
+}
+
+// +kubebuilder:rbac:groups=retention.dev,resources=channels,verbs=get;list;watch
+// +kubebuilder:rbac:groups=retention.dev,resources=channels/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile resolves the Channel's Secrets and reports Ready.
+func (r *ChannelReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var ch retentionv1.Channel
+	if err := r.Get(ctx, req.NamespacedName, &ch); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	patcher := newStatusPatcher(r.Client, &ch)
+	before := slices.Clone(ch.Status.Conditions)
+
+	err := r.resolveSecrets(ctx, &ch)
+	markReady(&ch, err, retentionv1.ReasonSucceeded, "configuration and Secrets resolve")
+	eventForTransition(r.Recorder, &ch, before)
+	if perr := patcher.Patch(ctx, &ch); perr != nil {
+		return ctrl.Result{}, perr
+	}
+	return requeueFor(err, retryAfter(r.RetryAfter))
+}
+
+// resolveSecrets reads every Secret key the channel needs.
+func (r *ChannelReconciler) resolveSecrets(ctx context.Context, ch *retentionv1.Channel) error {
+	s := secrets{reader: r.APIReader}
+	ns := ch.Namespace
+	switch {
+	case ch.Spec.Webhook != nil && ch.Spec.Webhook.SigningSecretRef != nil:
+		_, err := s.secretKey(ctx, ns, *ch.Spec.Webhook.SigningSecretRef)
+		return err
+	case ch.Spec.SMTP != nil && ch.Spec.SMTP.CredentialsSecretRef != nil:
+		_, err := s.secretKeys(ctx, ns, ch.Spec.SMTP.CredentialsSecretRef.Name, "username", "password")
+		return err
+	case ch.Spec.Slack != nil:
+		_, err := s.secretKey(ctx, ns, ch.Spec.Slack.WebhookURLSecretRef)
+		return err
+	}
+	return nil
+}
+
+// SetupWithManager registers the reconciler, its index and its watches:
+// a Secret's change re-reconciles the Channels that refer to it.
+func (r *ChannelReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &retentionv1.Channel{}, indexSecretNames,
+		func(o client.Object) []string { return channelSecretNames(o.(*retentionv1.Channel)) }); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&retentionv1.Channel{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(
+			referrers(r.Client, func() client.ObjectList { return &retentionv1.ChannelList{} }, indexSecretNames))).
+		Named("channel").
+		Complete(r)
+}
+
+func retryAfter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 5 * time.Minute
+	}
+	return d
+}
+

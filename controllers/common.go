@@ -1,0 +1,209 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+)
+
+// Clock tells the time. Reconcilers take every "now" from it so tests can
+// drive time, as in the kubebuilder CronJob tutorial.
+type Clock interface {
+	Now() time.Time
+}
+
+// RealClock is the wall clock.
+type RealClock struct{}
+
+// Now returns the current time.
+func (RealClock) Now() time.Time { return time.Now() }
+
+// EventRecorder records Events about an object (events.k8s.io/v1 shape).
+type EventRecorder interface {
+	Eventf(regarding runtime.Object, related runtime.Object, eventtype, reason, action, note string, args ...any)
+}
+
+// waitingError is a dependency that is not there yet (a Secret, a source):
+// Ready=False with the reason, an Event, and a retry when the dependency
+// appears (watches) or after a backoff.
+type waitingError struct {
+	Reason  string
+	Message string
+}
+
+func (e *waitingError) Error() string { return e.Message }
+
+// stalledError is a spec that can never work as written (a rule that does
+// not compile): Ready=False, Stalled=True, an Event, and no retry until the
+// spec changes.
+type stalledError struct {
+	Reason  string
+	Message string
+}
+
+func (e *stalledError) Error() string { return e.Message }
+
+func waiting(reason, format string, args ...any) error {
+	return &waitingError{Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+func stalled(reason, format string, args ...any) error {
+	return &stalledError{Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+// conditionsHolder is a kind of this API whose status has conditions.
+type conditionsHolder interface {
+	client.Object
+	GetConditions() *[]metav1.Condition
+	SetObservedGeneration(int64)
+}
+
+// setCondition sets one condition, stamping the object's generation.
+func setCondition(obj conditionsHolder, typ string, status metav1.ConditionStatus, reason, message string) {
+	meta.SetStatusCondition(obj.GetConditions(), metav1.Condition{
+		Type:               typ,
+		Status:             status,
+		Reason:             reason,
+		Message:            message,
+		ObservedGeneration: obj.GetGeneration(),
+	})
+}
+
+// markReady records the outcome of a reconciliation in the conditions:
+// nil is Ready=True with the given reason and message; a waiting or stalled
+// error is Ready=False with its reason and message.
+func markReady(obj conditionsHolder, err error, okReason, okMessage string) {
+	obj.SetObservedGeneration(obj.GetGeneration())
+	var w *waitingError
+	var s *stalledError
+	switch {
+	case err == nil:
+		setCondition(obj, retentionv1.ConditionReady, metav1.ConditionTrue, okReason, okMessage)
+		meta.RemoveStatusCondition(obj.GetConditions(), retentionv1.ConditionStalled)
+	case errors.As(err, &s):
+		setCondition(obj, retentionv1.ConditionReady, metav1.ConditionFalse, s.Reason, s.Message)
+		setCondition(obj, retentionv1.ConditionStalled, metav1.ConditionTrue, s.Reason, s.Message)
+	case errors.As(err, &w):
+		setCondition(obj, retentionv1.ConditionReady, metav1.ConditionFalse, w.Reason, w.Message)
+		meta.RemoveStatusCondition(obj.GetConditions(), retentionv1.ConditionStalled)
+	default:
+		setCondition(obj, retentionv1.ConditionReady, metav1.ConditionFalse, retentionv1.ReasonProgressing, err.Error())
+	}
+}
+
+// notImplemented is the honest Ready condition of a kind whose references
+// resolve but whose real work this version of the operator cannot do yet.
+func notImplemented(what string) error {
+	return waiting(retentionv1.ReasonNotImplemented, "references resolve, but %s is not built in this version of the operator", what)
+}
+
+// statusPatcher writes an object's status as a merge patch against the
+// copy taken when reconciliation started, and only when it changed.
+type statusPatcher struct {
+	client client.Client
+	before client.Object
+}
+
+func newStatusPatcher(c client.Client, obj client.Object) *statusPatcher {
+	return &statusPatcher{client: c, before: obj.DeepCopyObject().(client.Object)}
+}
+
+func (p *statusPatcher) Patch(ctx context.Context, obj client.Object) error {
+	patch := client.MergeFrom(p.before)
+	data, err := patch.Data(obj)
+	if err != nil {
+		return fmt.Errorf("computing status patch: %w", err)
+	}
+	if string(data) == "{}" {
+		return nil
+	}
+	if err := p.client.Status().Patch(ctx, obj, patch); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("patching status: %w", err)
+	}
+	return nil
+}
+
+// eventForTransition records an Event when Ready changed: Normal when it
+// became True, Warning with the reason when it became (or stays, with a new
+// reason) False.
+func eventForTransition(rec EventRecorder, obj conditionsHolder, before []metav1.Condition) {
+	if rec == nil {
+		return
+	}
+	now := meta.FindStatusCondition(*obj.GetConditions(), retentionv1.ConditionReady)
+	if now == nil {
+		return
+	}
+	was := meta.FindStatusCondition(before, retentionv1.ConditionReady)
+	if was != nil && was.Status == now.Status && was.Reason == now.Reason && was.Message == now.Message {
+		return
+	}
+	typ := "Normal"
+	if now.Status != metav1.ConditionTrue {
+		typ = "Warning"
+	}
+	rec.Eventf(obj, nil, typ, now.Reason, "Reconcile", "%s", now.Message)
+}
+
+// requeueFor turns a reconciliation error into a result: a stalled spec is
+// not retried (a spec change brings it back), a missing dependency waits for
+// its watch or retries after a while, anything else is returned so
+// controller-runtime backs off.
+func requeueFor(err error, wait time.Duration) (reconcile.Result, error) {
+	var w *waitingError
+	var s *stalledError
+	switch {
+	case err == nil:
+		return reconcile.Result{}, nil
+	case errors.As(err, &s):
+		return reconcile.Result{}, nil
+	case errors.As(err, &w):
+		return reconcile.Result{RequeueAfter: wait}, nil
+	default:
+		return reconcile.Result{}, err
+	}
+}
+
+// referrers maps an object to the reconcile requests of the objects in its
+// namespace that refer to it by name through the field index.
+func referrers(c client.Client, newList func() client.ObjectList, index string) handler.MapFunc {
+	return func(ctx context.Context, obj client.Object) []reconcile.Request {
+		list := newList()
+		if err := c.List(ctx, list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{index: obj.GetName()}); err != nil {
+			return nil
+		}
+		items, err := meta.ExtractList(list)
+		if err != nil {
+			return nil
+		}
+		reqs := make([]reconcile.Request, 0, len(items))
+		for _, it := range items {
+			o, ok := it.(client.Object)
+			if !ok {
+				continue
+			}
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}})
+		}
+		return reqs
+	}
+}
+
+// isReady reports whether the Ready condition is True.
+func isReady(conds []metav1.Condition) bool {
+	return meta.IsStatusConditionTrue(conds, retentionv1.ConditionReady)
+}

@@ -1,0 +1,260 @@
+package store
+
+import (
+	"fmt"
+	"math"
+	"unicode/utf8"
+)
+
+// Validation of parameters, shared by the drivers: a parameter that can
+// never work is an ErrInvalid before any SQL runs.
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// checkKey requires a non-empty, valid UTF-8 key without NUL bytes.
+func checkKey(field, v string) error {
+	if v == "" {
+		return invalid("%s is empty", field)
+	}
+	return checkText(field, v)
+}
+
+func checkText(field, v string) error {
+	if !utf8.ValidString(v) {
+		return invalid("%s is not valid UTF-8", field)
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] == 0 {
+			return invalid("%s contains a NUL byte", field)
+		}
+	}
+	return nil
+}
+
+// Validate checks the parameters.
+func (p *SnapshotWriteParams) Validate() error {
+	if p == nil {
+		return invalid("nil SnapshotWriteParams")
+	}
+	return checkKey("source", p.Source)
+}
+
+// Validate checks the parameters.
+func (p *SnapshotScanParams) Validate() error {
+	if p == nil {
+		return invalid("nil SnapshotScanParams")
+	}
+	if p.SnapshotID <= 0 {
+		return invalid("snapshot id %d", p.SnapshotID)
+	}
+	return nil
+}
+
+// Validate checks the parameters.
+func (p *SnapshotPruneParams) Validate() error {
+	if p == nil {
+		return invalid("nil SnapshotPruneParams")
+	}
+	if p.Keep < 0 {
+		return invalid("keep %d is negative", p.Keep)
+	}
+	return checkKey("source", p.Source)
+}
+
+// Validate checks the parameters.
+func (p *MembershipApplyParams) Validate() error {
+	if p == nil {
+		return invalid("nil MembershipApplyParams")
+	}
+	if p.SnapshotID <= 0 {
+		return invalid("snapshot id %d", p.SnapshotID)
+	}
+	if p.Members == nil {
+		return invalid("nil Members")
+	}
+	return checkKey("segment", p.Segment)
+}
+
+// Validate checks the parameters.
+func (p *MembershipScanParams) Validate() error {
+	if p == nil {
+		return invalid("nil MembershipScanParams")
+	}
+	if p.EnteredSince < 0 {
+		return invalid("entered-since snapshot %d", p.EnteredSince)
+	}
+	return checkKey("segment", p.Segment)
+}
+
+// CheckMemberID validates one customer id of a membership.
+func CheckMemberID(id string) error { return checkKey("customer id", id) }
+
+// Validate checks the parameters.
+func (p *RunCreateParams) Validate() error {
+	if p == nil {
+		return invalid("nil RunCreateParams")
+	}
+	if err := checkKey("run id", p.RunID); err != nil {
+		return err
+	}
+	if err := checkKey("campaign", p.Campaign); err != nil {
+		return err
+	}
+	if err := checkKey("channel", p.Channel); err != nil {
+		return err
+	}
+	if p.Shards < 1 {
+		return invalid("run %s: shards %d, want at least 1", p.RunID, p.Shards)
+	}
+	if math.IsNaN(p.HoldoutPercent) || p.HoldoutPercent < 0 || p.HoldoutPercent > 100 {
+		return invalid("run %s: holdout percent %v, want 0 to 100", p.RunID, p.HoldoutPercent)
+	}
+	return nil
+}
+
+// Normalize fills a new target's defaults and checks it against the run's
+// shard count.
+func (t NewTarget) Normalize(shards int32) (NewTarget, error) {
+	if err := checkKey("customer id", t.CustomerID); err != nil {
+		return t, err
+	}
+	if err := checkText("variant", t.Variant); err != nil {
+		return t, err
+	}
+	if err := checkText("reason", t.Reason); err != nil {
+		return t, err
+	}
+	if t.Shard < 0 || t.Shard >= shards {
+		return t, invalid("target %s: shard %d out of [0, %d)", t.CustomerID, t.Shard, shards)
+	}
+	switch t.Group {
+	case "":
+		t.Group = GroupTreatment
+	case GroupTreatment, GroupHoldout:
+	default:
+		return t, invalid("target %s: unknown group %q", t.CustomerID, t.Group)
+	}
+	switch t.State {
+	case "":
+		if t.Group == GroupHoldout {
+			t.State = StateSkipped
+			if t.Reason == "" {
+				t.Reason = ReasonHoldout
+			}
+		} else {
+			t.State = StatePending
+		}
+	case StatePending:
+		if t.Group == GroupHoldout {
+			return t, invalid("target %s: a holdout target is never pending", t.CustomerID)
+		}
+	case StateSkipped:
+		if t.Reason == "" {
+			return t, invalid("target %s: skipped without a reason", t.CustomerID)
+		}
+	default:
+		return t, invalid("target %s: cannot insert in state %q (pending or skipped)", t.CustomerID, t.State)
+	}
+	if t.State == StatePending {
+		t.Reason = ""
+	}
+	return t, nil
+}
+
+// Validate checks the parameters (each target is checked by Normalize).
+func (p *TargetInsertParams) Validate() error {
+	if p == nil {
+		return invalid("nil TargetInsertParams")
+	}
+	return checkKey("run id", p.RunID)
+}
+
+// Validate checks the parameters.
+func (p *TargetClaimParams) Validate() error {
+	if p == nil {
+		return invalid("nil TargetClaimParams")
+	}
+	if p.Limit < 1 {
+		return invalid("claim limit %d, want at least 1", p.Limit)
+	}
+	if p.Shard < 0 {
+		return invalid("shard %d", p.Shard)
+	}
+	return checkKey("run id", p.RunID)
+}
+
+// Validate checks the parameters.
+func (p *TargetSetSentParams) Validate() error {
+	if p == nil {
+		return invalid("nil TargetSetSentParams")
+	}
+	return checkKey("run id", p.RunID)
+}
+
+// Validate checks the parameters.
+func (p *TargetSetFailedParams) Validate() error {
+	if p == nil {
+		return invalid("nil TargetSetFailedParams")
+	}
+	for _, f := range p.Failures {
+		if err := checkText("error", f.Error); err != nil {
+			return err
+		}
+	}
+	return checkKey("run id", p.RunID)
+}
+
+// Validate checks the parameters.
+func (p *TargetSetSkippedParams) Validate() error {
+	if p == nil {
+		return invalid("nil TargetSetSkippedParams")
+	}
+	for _, s := range p.Skips {
+		if err := checkKey("reason", s.Reason); err != nil {
+			return err
+		}
+	}
+	return checkKey("run id", p.RunID)
+}
+
+// Validate checks the parameters.
+func (p *TargetScanParams) Validate() error {
+	if p == nil {
+		return invalid("nil TargetScanParams")
+	}
+	return checkKey("run id", p.RunID)
+}
+
+// Validate checks the parameters.
+func (p *ConversionRecordParams) Validate() error {
+	if p == nil {
+		return invalid("nil ConversionRecordParams")
+	}
+	return checkKey("run id", p.RunID)
+}
+
+// Validate checks the parameters.
+func (p *ContactCountsParams) Validate() error {
+	if p == nil {
+		return invalid("nil ContactCountsParams")
+	}
+	if err := checkKey("channel", p.Channel); err != nil {
+		return err
+	}
+	n := 0
+	if p.RunID != "" {
+		n++
+	}
+	if p.Segment != "" {
+		n++
+	}
+	if p.CustomerIDs != nil {
+		n++
+	}
+	if n != 1 {
+		return invalid("contact counts need exactly one audience (run, segment or customer ids), got %d", n)
+	}
+	return nil
+}

@@ -1,0 +1,54 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"fmt"
+
+	"github.com/retention-dev/retention-operator/internal/store/internal/migrate"
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// Migrations returns the driver's migrations, in order.
+func Migrations() ([]migrate.Migration, error) { return migrate.Load(migrationFS, "migrations") }
+
+// migrate applies the migrations not yet recorded in schema_migrations in
+// one BEGIN IMMEDIATE transaction: a second process opening the database at
+// once waits for the lock, then finds them applied.
+func (s *Store) migrate(ctx context.Context) error {
+	ms, err := Migrations()
+	if err != nil {
+		return err
+	}
+	return s.withTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    INTEGER PRIMARY KEY,
+			name       TEXT NOT NULL,
+			applied_at INTEGER NOT NULL) STRICT`); err != nil {
+			return fmt.Errorf("create schema_migrations: %w", err)
+		}
+		var current int
+		if err := tx.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&current); err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		if last := ms[len(ms)-1].Version; current > last {
+			return fmt.Errorf("database schema version %d is newer than this program's %d: upgrade the program", current, last)
+		}
+		for _, m := range ms {
+			if m.Version <= current {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+				return fmt.Errorf("migration %04d_%s: %w", m.Version, m.Name, err)
+			}
+			if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+				m.Version, m.Name, micros(s.opts.Now())); err != nil {
+				return fmt.Errorf("record migration %d: %w", m.Version, err)
+			}
+		}
+		return nil
+	})
+}

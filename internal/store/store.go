@@ -1,0 +1,502 @@
+// Package store is the data plane of the operator: everything kept per
+// customer (scored snapshots, segment membership, campaign runs and their
+// targets, contact history) lives behind the Store interface, never in
+// Kubernetes objects.
+//
+// There is one interface and two drivers, each in its own package with its
+// own embedded, numbered migrations: internal/store/postgres (pgx, for
+// clusters) and internal/store/sqlite (modernc.org/sqlite, pure Go, the
+// embedded default for local runs). internal/store/storetest is the
+// contract suite both drivers run.
+//
+// Methods take (ctx, *Params) and are named noun+verb. State changes are
+// compare-and-set in SQL; "zero rows changed" means another worker won and
+// is not an error. Every timestamp the store writes comes from the Clock in
+// Options, so tests drive time.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"iter"
+	"time"
+
+	"github.com/retention-dev/retention-operator/internal/customer"
+)
+
+// Sentinel errors. Drivers wrap them with context; test with errors.Is.
+var (
+	// ErrNotFound is returned when a snapshot, run or source does not exist.
+	ErrNotFound = errors.New("store: not found")
+	// ErrInvalid is returned for parameters that can never work (empty
+	// keys, out-of-range shards, unsupported attribute types).
+	ErrInvalid = errors.New("store: invalid parameters")
+	// ErrConflict is returned when a write would move state backwards, for
+	// example applying a segment membership for an older snapshot than the
+	// one already applied.
+	ErrConflict = errors.New("store: conflict")
+	// ErrClosed is returned by a store, writer or scan used after Close.
+	ErrClosed = errors.New("store: closed")
+)
+
+// Clock gives the time the store writes into every timestamp it records.
+type Clock interface {
+	Now() time.Time
+}
+
+// RealClock is the wall clock.
+type RealClock struct{}
+
+// Now returns time.Now().
+func (RealClock) Now() time.Time { return time.Now() }
+
+// Options configure a store.
+type Options struct {
+	// Clock stamps every time the store writes. If unset, RealClock.
+	Clock Clock
+	// MaxConns bounds the connections the store opens. If unset, 4 on
+	// PostgreSQL (a pool_max_conns URL parameter also works) and 4 on
+	// SQLite.
+	MaxConns int
+}
+
+// Now returns the options' clock reading in UTC, with the precision both
+// drivers keep (microseconds).
+func (o *Options) Now() time.Time {
+	c := o.Clock
+	if c == nil {
+		c = RealClock{}
+	}
+	return c.Now().UTC().Truncate(time.Microsecond)
+}
+
+// Store is the data-plane store. Implementations are safe for concurrent
+// use by many goroutines, and several processes may open the same database
+// at once (the operator plus outreach runners).
+type Store interface {
+	// SnapshotWrite starts writing a new scored snapshot for a source. The
+	// snapshot becomes the source's current one only when the writer's
+	// Commit returns; readers never see part of it, and a writer that is
+	// aborted (or whose process dies) leaves the previous one current.
+	SnapshotWrite(ctx context.Context, params *SnapshotWriteParams) (SnapshotWriter, error)
+	// SnapshotGetCurrent returns the current snapshot of a source, or
+	// ErrNotFound when the source has none.
+	SnapshotGetCurrent(ctx context.Context, source string) (*Snapshot, error)
+	// SnapshotGetByID returns a committed snapshot, or ErrNotFound.
+	SnapshotGetByID(ctx context.Context, id int64) (*Snapshot, error)
+	// SnapshotList returns a source's committed snapshots, newest first.
+	SnapshotList(ctx context.Context, source string) ([]*Snapshot, error)
+	// SnapshotScan streams every customer of a snapshot to fn, in no
+	// particular order, without loading them all. The *customer.Scored
+	// passed to fn, including its Attributes and Scores.Custom maps, is
+	// reused for the next customer: copy what you keep (strings are safe to
+	// keep). An error from fn stops the scan and is returned as is. A
+	// snapshot that does not exist (or was pruned) gives ErrNotFound.
+	SnapshotScan(ctx context.Context, params *SnapshotScanParams, fn func(*customer.Scored) error) error
+	// SnapshotPrune drops a source's older snapshots, keeping the newest
+	// Keep committed ones and always the current one, and removes the
+	// leftovers of writers that died (see SnapshotPruneParams). A scan
+	// already reading a dropped snapshot finishes undisturbed.
+	SnapshotPrune(ctx context.Context, params *SnapshotPruneParams) (*SnapshotPruneResult, error)
+	// SnapshotDeleteBySource drops every snapshot of a source and the
+	// source itself (a deleted CustomerSource).
+	SnapshotDeleteBySource(ctx context.Context, source string) error
+
+	// MembershipApply replaces a segment's membership with Members,
+	// computing exact entries and exits against the previous membership in
+	// one transaction: either all of it applies or none.
+	MembershipApply(ctx context.Context, params *MembershipApplyParams) (*MembershipDiff, error)
+	// MembershipScan streams a segment's members to fn (reused between
+	// calls, as in SnapshotScan), optionally only those that entered at or
+	// after a snapshot. An unknown segment has no members.
+	MembershipScan(ctx context.Context, params *MembershipScanParams, fn func(*Member) error) error
+	// MembershipGet returns a segment's membership summary, or ErrNotFound
+	// when the segment was never applied.
+	MembershipGet(ctx context.Context, segment string) (*Membership, error)
+	// MembershipCount returns the number of members (0 for an unknown
+	// segment).
+	MembershipCount(ctx context.Context, segment string) (int64, error)
+	// MembershipDelete removes a segment and its membership (a deleted
+	// Segment). Deleting an unknown segment is not an error.
+	MembershipDelete(ctx context.Context, segment string) error
+
+	// RunCreate records a campaign run, frozen. It is idempotent on RunID:
+	// when the run exists, the stored record is returned unchanged.
+	RunCreate(ctx context.Context, params *RunCreateParams) (*Run, error)
+	// RunGet returns a run, or ErrNotFound.
+	RunGet(ctx context.Context, runID string) (*Run, error)
+	// RunDelete removes a run and its targets (history limits). Deleting an
+	// unknown run is not an error.
+	RunDelete(ctx context.Context, runID string) error
+	// RunTally counts a run's targets by group, state and skip reason, and
+	// its conversions by group.
+	RunTally(ctx context.Context, runID string) (*RunTally, error)
+
+	// TargetInsert adds targets to a run in bulk. It is idempotent: a
+	// target that exists for (run, customer) is left untouched, whatever
+	// its state. It returns how many were inserted.
+	TargetInsert(ctx context.Context, params *TargetInsertParams) (int64, error)
+	// TargetClaim claims up to Limit targets of one shard for sending:
+	// claims older than StaleBefore first (their runner is presumed dead),
+	// then pending ones. Concurrent claimers never get the same target.
+	// Each claim increments Attempts and stamps ClaimedAt.
+	TargetClaim(ctx context.Context, params *TargetClaimParams) ([]*Target, error)
+	// TargetSetSent records targets as sent, only from claimed or pending.
+	// It returns how many transitioned; a target another worker finished
+	// is not counted and is not an error.
+	TargetSetSent(ctx context.Context, params *TargetSetSentParams) (int64, error)
+	// TargetSetFailed records failed deliveries, only from claimed or
+	// pending: a retryable failure goes back to pending, otherwise to
+	// failed. It returns how many transitioned.
+	TargetSetFailed(ctx context.Context, params *TargetSetFailedParams) (int64, error)
+	// TargetSetSkipped records targets that will not be sent (suppressed,
+	// capped, opted out), only from claimed or pending. It returns how many
+	// transitioned.
+	TargetSetSkipped(ctx context.Context, params *TargetSetSkippedParams) (int64, error)
+	// TargetScan streams a run's targets to fn (reused between calls), in
+	// customer id order.
+	TargetScan(ctx context.Context, params *TargetScanParams, fn func(*Target) error) error
+
+	// ConversionRecord records conversions: the first conversion seen per
+	// target after its reference time (see ConversionRecordParams). It
+	// returns how many targets converted for the first time.
+	ConversionRecord(ctx context.Context, params *ConversionRecordParams) (int64, error)
+	// ContactCounts counts, for a whole audience in one set-based query,
+	// how many messages each customer was sent on a channel since a time.
+	// Customers with no contact are not reported.
+	ContactCounts(ctx context.Context, params *ContactCountsParams, fn func(customerID string, contacts int64) error) error
+
+	// Close releases the store's connections.
+	Close() error
+}
+
+// SnapshotWriteParams start a snapshot.
+type SnapshotWriteParams struct {
+	// Source is the key of the customer source, "namespace/name".
+	Source string
+	// Meta is stored as JSON with the snapshot (model parameters, fit
+	// quality, source revision). It may be nil.
+	Meta any
+}
+
+// SnapshotWriter receives the customers of one snapshot. It is not safe
+// for concurrent use. Exactly one of Commit or Abort must be called;
+// Abort after Commit is a no-op, so `defer w.Abort()` is the idiom.
+type SnapshotWriter interface {
+	// Add appends one customer. The record is encoded before Add returns,
+	// so the caller may reuse it.
+	Add(c *customer.Scored) error
+	// Write appends a batch of customers.
+	Write(batch []*customer.Scored) error
+	// Commit finishes the snapshot and makes it the source's current one
+	// atomically.
+	Commit() (*Snapshot, error)
+	// Abort discards the snapshot; the previous one stays current.
+	Abort() error
+}
+
+// Snapshot describes a committed scored snapshot.
+type Snapshot struct {
+	ID        int64
+	Source    string
+	CreatedAt time.Time
+	// Customers is the number of customers in the snapshot.
+	Customers int64
+	// Meta is the JSON given as SnapshotWriteParams.Meta ("null" if none).
+	Meta json.RawMessage
+}
+
+// SnapshotScanParams select a snapshot to read.
+type SnapshotScanParams struct {
+	SnapshotID int64
+}
+
+// SnapshotPruneParams select the snapshots to drop.
+type SnapshotPruneParams struct {
+	Source string
+	// Keep is how many of the newest committed snapshots to keep; the
+	// current snapshot is kept even if Keep is 0.
+	Keep int
+	// AbandonedBefore: unfinished snapshots whose writer last wrote before
+	// this time are dropped as abandoned (their process died). If zero,
+	// one hour before the store's clock.
+	AbandonedBefore time.Time
+}
+
+// SnapshotPruneResult reports what a prune dropped.
+type SnapshotPruneResult struct {
+	// Dropped are the IDs of committed snapshots dropped.
+	Dropped []int64
+	// Abandoned is the number of unfinished snapshots dropped.
+	Abandoned int
+}
+
+// MembershipApplyParams give a segment's new membership.
+type MembershipApplyParams struct {
+	// Segment is the key of the segment, "namespace/name".
+	Segment string
+	// SnapshotID is the snapshot the membership was evaluated on. It must
+	// not be older than the one last applied (ErrConflict).
+	SnapshotID int64
+	// Members yields the customer ids of the new membership (duplicates
+	// are ignored). An error stops the apply and nothing changes.
+	Members iter.Seq2[string, error]
+}
+
+// MembersFromSlice adapts a slice of customer ids to
+// MembershipApplyParams.Members.
+func MembersFromSlice(ids []string) iter.Seq2[string, error] {
+	return func(yield func(string, error) bool) {
+		for _, id := range ids {
+			if !yield(id, nil) {
+				return
+			}
+		}
+	}
+}
+
+// MembershipDiff is the result of one apply.
+type MembershipDiff struct {
+	// Size is the number of members after the apply.
+	Size int64
+	// Entered and Exited count the customers that joined and left.
+	Entered, Exited int64
+	// PreviousSnapshotID is the snapshot of the membership replaced (0 for
+	// the first apply).
+	PreviousSnapshotID int64
+}
+
+// Membership summarises a segment's membership.
+type Membership struct {
+	Segment string
+	// SnapshotID is the snapshot of the last apply; every member was seen
+	// in it.
+	SnapshotID int64
+	Size       int64
+	UpdatedAt  time.Time
+}
+
+// MembershipScanParams select members.
+type MembershipScanParams struct {
+	Segment string
+	// EnteredSince, if not 0, keeps only members that entered in this
+	// snapshot or a later one (OnEnter triggers).
+	EnteredSince int64
+}
+
+// Member is one customer in a segment.
+type Member struct {
+	CustomerID string
+	// EnteredAt is when the apply that added the customer ran.
+	EnteredAt time.Time
+	// EnteredSnapshotID is the snapshot on which the customer entered.
+	EnteredSnapshotID int64
+	// LastSeenSnapshotID is the snapshot of the latest apply (the
+	// segment's SnapshotID: current members were all seen in it).
+	LastSeenSnapshotID int64
+}
+
+// RunCreateParams describe a campaign run, frozen when its targets are
+// materialized.
+type RunCreateParams struct {
+	// RunID is the run's unique id (the CampaignRun UID); it is also the
+	// first half of every message's idempotency key.
+	RunID string
+	// Campaign is the key of the campaign, "namespace/name".
+	Campaign string
+	// Channel is the key of the channel, "namespace/name". Frequency caps
+	// count contacts per channel.
+	Channel string
+	// Settings is the frozen message, variants and channel settings the
+	// runners need, stored as JSON.
+	Settings any
+	// HoldoutPercent is the share of the audience held out, 0 to 100.
+	HoldoutPercent float64
+	// Shards is the number of shards (Job completions), at least 1.
+	Shards int32
+}
+
+// Run is a stored campaign run.
+type Run struct {
+	ID             string
+	Campaign       string
+	Channel        string
+	Settings       json.RawMessage
+	HoldoutPercent float64
+	Shards         int32
+	CreatedAt      time.Time
+}
+
+// TargetGroup is the experiment group of a target.
+type TargetGroup string
+
+const (
+	// GroupTreatment targets are contacted.
+	GroupTreatment TargetGroup = "treatment"
+	// GroupHoldout targets are never contacted; they measure the effect.
+	GroupHoldout TargetGroup = "holdout"
+)
+
+// TargetState is where a target is in delivery.
+type TargetState string
+
+const (
+	// StatePending targets wait to be claimed.
+	StatePending TargetState = "pending"
+	// StateClaimed targets are being sent by a runner.
+	StateClaimed TargetState = "claimed"
+	// StateSent targets were delivered to the channel.
+	StateSent TargetState = "sent"
+	// StateFailed targets could not be delivered (permanent failure).
+	StateFailed TargetState = "failed"
+	// StateSkipped targets will not be sent; Reason says why.
+	StateSkipped TargetState = "skipped"
+)
+
+// Skip reasons used by the operator. Reason is free text; these are the
+// conventional values.
+const (
+	ReasonHoldout    = "holdout"
+	ReasonSuppressed = "suppressed"
+	ReasonCapped     = "capped"
+	ReasonOptedOut   = "opted_out"
+	ReasonQuietHours = "quiet_hours"
+)
+
+// Target is one customer of a run.
+type Target struct {
+	RunID      string
+	CustomerID string
+	Group      TargetGroup
+	Variant    string
+	Shard      int32
+	State      TargetState
+	// Reason says why a target was skipped.
+	Reason string
+	// Attempts counts claims.
+	Attempts  int32
+	LastError string
+	// ClaimedAt, SentAt and ConvertedAt are zero when not (yet) set.
+	ClaimedAt   time.Time
+	SentAt      time.Time
+	ConvertedAt time.Time
+}
+
+// NewTarget is a target to insert.
+type NewTarget struct {
+	CustomerID string
+	// Group defaults to treatment.
+	Group   TargetGroup
+	Variant string
+	// Shard is in [0, run's Shards).
+	Shard int32
+	// State is pending or skipped. If unset: pending for treatment, skipped
+	// (reason "holdout") for holdout; a holdout target is never pending.
+	State  TargetState
+	Reason string
+}
+
+// TargetInsertParams add targets to a run.
+type TargetInsertParams struct {
+	RunID   string
+	Targets []NewTarget
+}
+
+// TargetClaimParams claim work for one shard.
+type TargetClaimParams struct {
+	RunID string
+	Shard int32
+	// Limit is the most targets to claim, at least 1.
+	Limit int
+	// StaleBefore: claims made before this time are taken over (their
+	// runner is presumed dead). If zero, no claim is taken over. A
+	// restarting runner should take it once at start-up, or it re-claims
+	// its own fresh claims.
+	StaleBefore time.Time
+}
+
+// TargetSetSentParams record deliveries.
+type TargetSetSentParams struct {
+	RunID       string
+	CustomerIDs []string
+}
+
+// TargetFailure is one failed delivery.
+type TargetFailure struct {
+	CustomerID string
+	Error      string
+	// Retryable sends the target back to pending; otherwise it fails.
+	Retryable bool
+}
+
+// TargetSetFailedParams record failed deliveries.
+type TargetSetFailedParams struct {
+	RunID    string
+	Failures []TargetFailure
+}
+
+// TargetSkip is one target that will not be sent.
+type TargetSkip struct {
+	CustomerID string
+	Reason     string
+}
+
+// TargetSetSkippedParams record skipped targets.
+type TargetSetSkippedParams struct {
+	RunID string
+	Skips []TargetSkip
+}
+
+// TargetScanParams select a run's targets.
+type TargetScanParams struct {
+	RunID string
+	// State, if set, keeps only targets in this state.
+	State TargetState
+}
+
+// RunTally counts a run's targets.
+type RunTally struct {
+	Groups map[TargetGroup]*GroupTally
+}
+
+// GroupTally counts one group's targets.
+type GroupTally struct {
+	Total int64
+	// ByState counts targets per state.
+	ByState map[TargetState]int64
+	// SkippedByReason counts skipped targets per reason.
+	SkippedByReason map[string]int64
+	// Converted counts targets with a recorded conversion.
+	Converted int64
+}
+
+// Conversion is a conversion event of a customer.
+type Conversion struct {
+	CustomerID string
+	At         time.Time
+}
+
+// ConversionRecordParams record conversions for a run. A conversion counts
+// for a target when the target has none yet and it happened at or after
+// the target's reference time: its SentAt for a sent treatment target, the
+// run's CreatedAt for a holdout target. Other targets (not sent) do not
+// convert. The caller bounds the conversion window.
+type ConversionRecordParams struct {
+	RunID       string
+	Conversions []Conversion
+}
+
+// ContactCountsParams choose a channel, a window and an audience. Exactly
+// one of RunID, Segment or CustomerIDs gives the audience.
+type ContactCountsParams struct {
+	Channel string
+	// Since is the start of the window (inclusive).
+	Since time.Time
+	// RunID: the customers targeted by this run.
+	RunID string
+	// Segment: the members of this segment.
+	Segment string
+	// CustomerIDs: these customers.
+	CustomerIDs []string
+}

@@ -1,0 +1,127 @@
+// Command retention-operator runs customer-retention programs declared as
+// Kubernetes objects. Subcommands:
+//
+//	manager   (default) the operator: reconcilers, metrics, health probes
+//	version   prints the version
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+	"github.com/retention-dev/retention-operator/controllers"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	cmd, args := "manager", os.Args[1:]
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "manager":
+		os.Exit(runManager(args))
+	case "version":
+		fmt.Println(version)
+	case "help":
+		usage()
+	default:
+		fmt.Fprintf(os.Stderr, "retention-operator: unknown command %q\n\n", cmd)
+		usage()
+		os.Exit(2)
+	}
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage: retention-operator [command] [flags]
+
+commands:
+  manager   run the operator (default)
+  version   print the version
+`)
+}
+
+// newScheme registers the kinds the operator reads and writes.
+func newScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(retentionv1.AddToScheme(s))
+	return s
+}
+
+// runManager runs the reconcilers until the process is signalled.
+func runManager(args []string) int {
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	metricsAddr := fs.String("metrics-bind-address", ":8080", "address the Prometheus metrics endpoint binds to; \"0\" disables it")
+	probeAddr := fs.String("health-probe-bind-address", ":8081", "address the health probes bind to")
+	leaderElect := fs.Bool("leader-elect", false, "elect a leader so that only one replica reconciles at a time")
+	opts := zap.Options{Development: false}
+	opts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	log := ctrl.Log.WithName("setup")
+
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                 newScheme(),
+		Metrics:                metricsserver.Options{BindAddress: *metricsAddr},
+		HealthProbeBindAddress: *probeAddr,
+		LeaderElection:         *leaderElect,
+		LeaderElectionID:       "retention-operator.retention.dev",
+	})
+	if err != nil {
+		log.Error(err, "creating manager")
+		return 1
+	}
+	if err := setupReconcilers(mgr); err != nil {
+		log.Error(err, "setting up reconcilers")
+		return 1
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		log.Error(err, "adding health check")
+		return 1
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		log.Error(err, "adding ready check")
+		return 1
+	}
+	log.Info("starting manager", "version", version)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		log.Error(err, "running manager")
+		return 1
+	}
+	return 0
+}
+
+// setupReconcilers registers one reconciler per kind.
+func setupReconcilers(mgr ctrl.Manager) error {
+	rec := mgr.GetEventRecorder("retention-operator")
+	clock := controllers.RealClock{}
+	steps := []interface{ SetupWithManager(ctrl.Manager) error }{
+		&controllers.CustomerSourceReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: clock},
+		&controllers.ChannelReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec},
+		&controllers.SegmentReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock},
+		&controllers.CampaignReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock},
+		&controllers.CampaignRunReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock},
+	}
+	for _, s := range steps {
+		if err := s.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("setting up %T: %w", s, err)
+		}
+	}
+	return nil
+}
