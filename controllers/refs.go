@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+	"github.com/retention-dev/retention-operator/internal/source"
 )
 
 // Field indexes used to find the objects that refer to a changed object.
@@ -109,10 +110,7 @@ func (s secrets) httpAuth(ctx context.Context, namespace string, a *retentionv1.
 }
 
 // resolvedAuth holds credentials read from Secrets. Never log it.
-type resolvedAuth struct {
-	BearerToken        string
-	Username, Password string
-}
+type resolvedAuth = source.Auth
 
 // authSecretNames lists the Secrets an HTTPAuth refers to.
 func authSecretNames(a *retentionv1.HTTPAuth) []string {

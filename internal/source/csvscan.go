@@ -46,8 +46,8 @@ type scanner struct {
 	fields    [][]byte
 	maxFields int    // fields stored per record; more make a wrong field count
 	rec       []byte // field bytes of a quoted record
-	idx    []int  // field ends in rec
-	began  bool   // BOM check done
+	idx       []int  // field ends in rec
+	began     bool   // BOM check done
 }
 
 func newScanner(ctx context.Context, src io.Reader, delim byte, bufSize, maxRecord int) *scanner {

@@ -108,6 +108,9 @@ func (h *HTTPJSON) Read(ctx context.Context, sink Sink) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.Kind < Transactions || c.Kind > Summaries {
+		return nil, fmt.Errorf("source: HTTP JSON: unknown kind %v", c.Kind)
+	}
 	if (c.CursorField == "") != (c.CursorParam == "") {
 		return nil, errors.New("source: HTTP JSON: set both the cursor field and the cursor parameter, or neither")
 	}

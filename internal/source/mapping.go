@@ -195,18 +195,18 @@ type attrColumn struct {
 // binding maps the columns of one input (a CSV header, a result set, the
 // fields of a JSON item) onto a plan.
 type binding struct {
-	p     *plan
-	kind  Kind
-	input string
-	ncols int  // expected fields per row; 0: do not check
-	id    column
-	ts    column
-	amt   column
-	freq  column
-	rec   column
-	age   column
-	mon   column
-	attrs []attrColumn
+	p                                *plan
+	kind                             Kind
+	input                            string
+	ncols                            int // expected fields per row; 0: do not check
+	id                               column
+	ts                               column
+	amt                              column
+	freq                             column
+	rec                              column
+	age                              column
+	mon                              column
+	attrs                            []attrColumn
 	email, phone, tz, locale, optout column
 	// extra is true when rows carry attribute or contact columns.
 	extra bool

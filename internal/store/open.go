@@ -40,7 +40,7 @@ func Register(scheme string, open OpenFunc) {
 func Open(ctx context.Context, url string, opts Options) (Store, error) {
 	scheme, _, ok := strings.Cut(url, "://")
 	if !ok {
-		return nil, fmt.Errorf("store: URL %q has no scheme (want sqlite:// or postgres://): %w", redact(url), ErrInvalid)
+		return nil, fmt.Errorf("store: URL %q has no scheme (want sqlite:// or postgres://): %w", Redact(url), ErrInvalid)
 	}
 	scheme = strings.ToLower(scheme)
 	driversMu.RLock()
@@ -65,19 +65,5 @@ func Schemes() []string {
 	return s
 }
 
-// redact hides a password in a URL for error messages.
-func redact(url string) string {
-	scheme, rest, ok := strings.Cut(url, "://")
-	if !ok {
-		return url
-	}
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		if user, _, hasPw := strings.Cut(rest[:at], ":"); hasPw {
-			return scheme + "://" + user + ":xxxxx" + rest[at:]
-		}
-	}
-	return url
-}
-
 // Redact hides the password of a store URL, for logs and errors.
-func Redact(url string) string { return redact(url) }
+func Redact(url string) string { return Redact(url) }

@@ -73,12 +73,24 @@ func (o *Options) Now() time.Time {
 
 // Store is the data-plane store. Implementations are safe for concurrent
 // use by many goroutines, and several processes may open the same database
-// at once (the operator plus outreach runners).
+// at once (the operator plus outreach runners). Consumers that need one
+// area only can depend on SnapshotStore, MembershipStore or RunStore.
 type Store interface {
+	SnapshotStore
+	MembershipStore
+	RunStore
+	// Close releases the store's connections.
+	Close() error
+}
+
+// SnapshotStore keeps scored snapshots per customer source.
+type SnapshotStore interface {
 	// SnapshotWrite starts writing a new scored snapshot for a source. The
 	// snapshot becomes the source's current one only when the writer's
 	// Commit returns; readers never see part of it, and a writer that is
 	// aborted (or whose process dies) leaves the previous one current.
+	// ctx governs the whole write, until Commit or Abort; the writer holds
+	// one connection until then.
 	SnapshotWrite(ctx context.Context, params *SnapshotWriteParams) (SnapshotWriter, error)
 	// SnapshotGetCurrent returns the current snapshot of a source, or
 	// ErrNotFound when the source has none.
@@ -102,7 +114,10 @@ type Store interface {
 	// SnapshotDeleteBySource drops every snapshot of a source and the
 	// source itself (a deleted CustomerSource).
 	SnapshotDeleteBySource(ctx context.Context, source string) error
+}
 
+// MembershipStore keeps segment membership.
+type MembershipStore interface {
 	// MembershipApply replaces a segment's membership with Members,
 	// computing exact entries and exits against the previous membership in
 	// one transaction: either all of it applies or none.
@@ -120,7 +135,11 @@ type Store interface {
 	// MembershipDelete removes a segment and its membership (a deleted
 	// Segment). Deleting an unknown segment is not an error.
 	MembershipDelete(ctx context.Context, segment string) error
+}
 
+// RunStore keeps campaign runs, their targets and delivery state, and the
+// contact history that frequency caps read.
+type RunStore interface {
 	// RunCreate records a campaign run, frozen. It is idempotent on RunID:
 	// when the run exists, the stored record is returned unchanged.
 	RunCreate(ctx context.Context, params *RunCreateParams) (*Run, error)
@@ -166,9 +185,6 @@ type Store interface {
 	// how many messages each customer was sent on a channel since a time.
 	// Customers with no contact are not reported.
 	ContactCounts(ctx context.Context, params *ContactCountsParams, fn func(customerID string, contacts int64) error) error
-
-	// Close releases the store's connections.
-	Close() error
 }
 
 // SnapshotWriteParams start a snapshot.

@@ -49,9 +49,13 @@ func BenchmarkFitBGNBD(b *testing.B) {
 	b.Logf("%v customers, %d triples, %d distinct x, %d distinct times, %d (x,t) pairs",
 		d.Customers(), len(d.Triples), d.DistinctX(), d.DistinctTimes(), len(d.pairs))
 	b.ResetTimer()
-	for range b.N {
-		if _, _, err := FitBGNBD(context.Background(), d, FitOptions{}); err != nil {
+	for i := range b.N {
+		m, res, err := FitBGNBD(context.Background(), d, FitOptions{})
+		if err != nil {
 			b.Fatal(err)
+		}
+		if i == 0 {
+			b.Logf("%+v %+v", m, res)
 		}
 	}
 }
@@ -59,9 +63,13 @@ func BenchmarkFitBGNBD(b *testing.B) {
 func BenchmarkFitMBGNBD(b *testing.B) {
 	d := benchData(b)
 	b.ResetTimer()
-	for range b.N {
-		if _, _, err := FitMBGNBD(context.Background(), d, FitOptions{}); err != nil {
+	for i := range b.N {
+		m, res, err := FitMBGNBD(context.Background(), d, FitOptions{})
+		if err != nil {
 			b.Fatal(err)
+		}
+		if i == 0 {
+			b.Logf("%+v %+v", m, res)
 		}
 	}
 }
@@ -69,9 +77,13 @@ func BenchmarkFitMBGNBD(b *testing.B) {
 func BenchmarkFitParetoNBD(b *testing.B) {
 	d := benchData(b)
 	b.ResetTimer()
-	for range b.N {
-		if _, _, err := FitParetoNBD(context.Background(), d, FitOptions{}); err != nil {
+	for i := range b.N {
+		m, res, err := FitParetoNBD(context.Background(), d, FitOptions{})
+		if err != nil {
 			b.Fatal(err)
+		}
+		if i == 0 {
+			b.Logf("%+v %+v", m, res)
 		}
 	}
 }
@@ -93,5 +105,28 @@ func BenchmarkLogLikelihoodParetoNBD(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		e.negLL(theta, g)
+	}
+}
+
+// BenchmarkScoreTriples scores every distinct triple of the million-customer
+// data set: P(alive) and expected purchases in the next 39 weeks.
+func BenchmarkScoreTriples(b *testing.B) {
+	d := benchData(b)
+	for _, m := range []Model{
+		cdnowTruth,
+		MBGNBD{R: 0.5248, Alpha: 6.1831, A: 0.8914, B: 1.6140},
+		ParetoNBD{R: 0.5533, Alpha: 10.578, S: 0.6062, Beta: 11.668},
+	} {
+		b.Run(string(m.Name()), func(b *testing.B) {
+			var sink float64
+			for range b.N {
+				for _, t := range d.Triples {
+					sink += m.PAlive(t.X, t.TX, t.T) + m.ExpectedPurchases(39, t.X, t.TX, t.T)
+				}
+			}
+			if !isFinite(sink) {
+				b.Fatal(sink)
+			}
+		})
 	}
 }

@@ -64,7 +64,11 @@ func fitBG(ctx context.Context, d *Data, opts FitOptions, modified bool) ([]floa
 		return nil, FitResult{}, err
 	}
 	e := newBGEval(d, modified, opts.workers(len(d.tri)))
-	return fitLogParams(ctx, bgNames, e.negLL, d.total, opts)
+	var coarse objective
+	if sub := d.subsample(); sub != nil {
+		coarse = newBGEval(sub, modified, opts.workers(len(sub.tri))).negLL
+	}
+	return fitLogParams(ctx, bgNames, e.negLL, coarse, d.total, opts)
 }
 
 // LogLikelihood implements Model (FHL 2005 eq. 6).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 )
 
 // Sentinel errors. Functions wrap them with context; test with errors.Is.
@@ -125,6 +126,9 @@ type Data struct {
 	pairs   []pairRef // distinct (x, t) pairs used by Pareto/NBD, grouped by x
 	pStart  []int32   // pairs of xs[k] are pairs[pStart[k]:pStart[k+1]]
 	maxTime float64
+
+	subOnce sync.Once
+	sub     *Data // see subsample
 }
 
 // triRef holds a triple's indices into the per-x, per-time and per-pair tables.
@@ -243,4 +247,41 @@ func (d *Data) checkTransaction() error {
 		return fmt.Errorf("%w: a single customer", ErrDegenerate)
 	}
 	return nil
+}
+
+// subsampleSize is the number of triples above which fits first converge
+// on a subsample of about this size.
+const subsampleSize = 20000
+
+// subsample returns a weighted subsample of d's triples for a warm start, or
+// nil when d is small. It is built once per Data. Triples holding more than 1/subsampleSize of the
+// customers are all kept with their counts; of the rest every k-th is kept
+// with its count multiplied by k, so that every sum over customers is
+// estimated without bias (Horvitz-Thompson weights of a systematic sample).
+func (d *Data) subsample() *Data {
+	d.subOnce.Do(func() { d.sub = d.buildSubsample() })
+	return d.sub
+}
+
+func (d *Data) buildSubsample() *Data {
+	if len(d.Triples) <= 2*subsampleSize {
+		return nil
+	}
+	k := len(d.Triples) / subsampleSize
+	big := d.total / subsampleSize
+	s := &Data{Triples: make([]Triple, 0, 2*subsampleSize)}
+	j := 0
+	for _, t := range d.Triples {
+		if t.Count >= big {
+			s.Triples = append(s.Triples, t)
+			continue
+		}
+		if j%k == 0 {
+			t.Count *= float64(k)
+			s.Triples = append(s.Triples, t)
+		}
+		j++
+	}
+	s.index()
+	return s
 }

@@ -2,6 +2,7 @@ package btyd
 
 import (
 	"context"
+	"errors"
 	"math"
 	"testing"
 )
@@ -163,5 +164,24 @@ func TestCDNOWHoldout(t *testing.T) {
 		for _, b := range r.Buckets {
 			t.Logf("  x=%d%s n=%4.0f actual %.3f predicted %.3f", b.X, map[bool]string{true: "+", false: " "}[b.X == HoldoutBuckets-1], b.Customers, b.MeanActual, b.MeanPredicted)
 		}
+	}
+}
+
+func TestFitCancelled(t *testing.T) {
+	_, d := cdnowData(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if m, _, err := Fit(ctx, NameBGNBD, d, FitOptions{}); !errors.Is(err, context.Canceled) || m != nil {
+		t.Errorf("cancelled fit: %v, %v", m, err)
+	}
+}
+
+func TestMBGNBDZeroRepeatNotSurelyAlive(t *testing.T) {
+	m := MBGNBD{R: 0.5248, Alpha: 6.1831, A: 0.8914, B: 1.6140}
+	if p := m.PAlive(0, 0, 30); !(p < 1 && p > 0) {
+		t.Errorf("MBG/NBD P(alive | x=0) = %v, want in (0,1)", p)
+	}
+	if p := (BGNBD{0.243, 4.414, 0.793, 2.426}).PAlive(0, 0, 30); p != 1 {
+		t.Errorf("BG/NBD P(alive | x=0) = %v, want 1", p)
 	}
 }

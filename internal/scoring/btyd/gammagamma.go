@@ -114,7 +114,7 @@ func FitGammaGamma(ctx context.Context, d *SpendData, opts FitOptions) (GammaGam
 	if d == nil {
 		return GammaGamma{}, FitResult{}, fmt.Errorf("fit Gamma-Gamma: %w: nil data", ErrInvalidInput)
 	}
-	p, res, err := fitLogParams(ctx, ggNames, func(th, g []float64) float64 { return ggNegLL(d, th, g) }, d.total, opts)
+	p, res, err := fitLogParams(ctx, ggNames, func(th, g []float64) float64 { return ggNegLL(d, th, g) }, nil, d.total, opts)
 	if len(p) == 3 && (p[1] > identifiableMax || p[2] > identifiableMax) {
 		res.Converged = false
 		res.Reason = fmt.Sprintf("q = %.3g, v = %.3g diverge along a ridge", p[1], p[2])

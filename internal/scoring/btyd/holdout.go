@@ -35,9 +35,9 @@ type HoldoutReport struct {
 // million customers cost about as many model evaluations as distinct
 // triples. Not safe for concurrent use; Merge accumulators of shards.
 type Holdout struct {
-	model   Model
-	horizon float64
-	cache   map[tripleKey]float64
+	model                 Model
+	horizon               float64
+	cache                 map[tripleKey]float64
 	n, act, pred, abs, sq float64
 	bn, bAct, bPred       [HoldoutBuckets]float64
 }

@@ -72,8 +72,12 @@ func Fit(ctx context.Context, name ModelName, d *Data, opts FitOptions) (Model, 
 
 // fitLogParams maximises a log-likelihood over θ = ln(params). negLL
 // returns the negative log-likelihood divided by the customer count (so the
-// tolerances do not depend on the data size) and its θ-gradient.
-func fitLogParams(ctx context.Context, names []string, negLL objective, total float64, opts FitOptions) ([]float64, FitResult, error) {
+// tolerances do not depend on the data size) and its θ-gradient. If coarse
+// is not nil it is the same objective on a subsample: BFGS first converges
+// on it (cheaply), then starts from its optimum and inverse Hessian on the
+// full data, which then needs only a few evaluations. The result is the
+// optimum of negLL either way; coarse only saves time.
+func fitLogParams(ctx context.Context, names []string, negLL, coarse objective, total float64, opts FitOptions) ([]float64, FitResult, error) {
 	theta := make([]float64, len(names))
 	for i, n := range names {
 		v, ok := opts.Init[n]
@@ -85,9 +89,20 @@ func fitLogParams(ctx context.Context, names []string, negLL objective, total fl
 		}
 		theta[i] = math.Log(v)
 	}
-	theta, res, err := minimize(ctx, negLL, theta, opts)
-	g := make([]float64, len(theta))
-	res.LogLikelihood = -negLL(theta, g) * total
+	var H0 [][]float64
+	var pre FitResult
+	if coarse != nil {
+		co := opts
+		co.GradTol = 100 * opts.gradTol()
+		if th, H, r, err := minimize(ctx, coarse, theta, nil, co); err == nil {
+			theta, H0, pre = th, H, r
+		}
+	}
+	theta, _, res, err := minimize(ctx, negLL, theta, H0, opts)
+	if coarse != nil {
+		res.Reason += fmt.Sprintf(" (after %d iterations on a subsample)", pre.Iterations)
+	}
+	res.LogLikelihood *= total // minimize reports the mean
 	params := make([]float64, len(theta))
 	for i, t := range theta {
 		params[i] = math.Exp(t)

@@ -26,7 +26,7 @@ type FitOptions struct {
 type FitResult struct {
 	Converged     bool
 	Iterations    int     // BFGS iterations
-	Evaluations   int     // log-likelihood (with gradient) evaluations
+	Evaluations   int     // log-likelihood (with gradient) evaluations on the full data
 	LogLikelihood float64 // at the returned parameters
 	Reason        string  // why the optimiser stopped
 }
@@ -55,7 +55,10 @@ type objective func(theta, grad []float64) float64
 // inverse-Hessian update is skipped when the curvature condition fails, so
 // the approximation stays positive definite without a Wolfe search; in four
 // dimensions this costs about 1.1 evaluations per iteration.
-func minimize(ctx context.Context, f objective, x0 []float64, opts FitOptions) ([]float64, FitResult, error) {
+//
+// H0, if not nil, is the starting inverse Hessian (from a fit of a
+// subsample); the final inverse-Hessian approximation is returned.
+func minimize(ctx context.Context, f objective, x0 []float64, H0 [][]float64, opts FitOptions) ([]float64, [][]float64, FitResult, error) {
 	const (
 		c1      = 1e-4
 		maxStep = 5.0
@@ -67,19 +70,27 @@ func minimize(ctx context.Context, f objective, x0 []float64, opts FitOptions) (
 	fx := f(x, g)
 	res.Evaluations++
 	if !isFinite(fx) || !allFinite(g) {
-		return x, res, fmt.Errorf("%w: non-finite log-likelihood at the starting point", ErrNotConverged)
+		return x, nil, res, fmt.Errorf("%w: non-finite log-likelihood at the starting point", ErrNotConverged)
 	}
 	H := identity(n)
-	p, xn, gn, s, y := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
 	first := true
+	if H0 != nil {
+		for i := range H {
+			copy(H[i], H0[i])
+		}
+		first = false
+	}
+	p, xn, gn, s, y := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
 	gtol := opts.gradTol()
 	for res.Iterations = 0; res.Iterations < opts.maxIter(); res.Iterations++ {
 		if err := ctx.Err(); err != nil {
-			return x, res, fmt.Errorf("fit cancelled: %w", err)
+			res.LogLikelihood = -fx
+			return x, H, res, fmt.Errorf("fit cancelled: %w", err)
 		}
 		if normInf(g) <= gtol {
 			res.Converged, res.Reason = true, fmt.Sprintf("gradient norm %.3g <= %.3g", normInf(g), gtol)
-			return x, res, nil
+			res.LogLikelihood = -fx
+			return x, H, res, nil
 		}
 		matVec(p, H, g, -1)
 		if dot(p, g) >= 0 { // lost descent: restart from steepest descent
@@ -114,10 +125,12 @@ func minimize(ctx context.Context, f objective, x0 []float64, opts FitOptions) (
 			// floor of f. Accept it if the gradient is nearly converged.
 			if normInf(g) <= 100*gtol {
 				res.Converged, res.Reason = true, fmt.Sprintf("line search at rounding floor, gradient norm %.3g", normInf(g))
-				return x, res, nil
+				res.LogLikelihood = -fx
+				return x, H, res, nil
 			}
 			res.Reason = fmt.Sprintf("line search failed, gradient norm %.3g", normInf(g))
-			return x, res, fmt.Errorf("%w: %s after %d iterations", ErrNotConverged, res.Reason, res.Iterations)
+			res.LogLikelihood = -fx
+			return x, H, res, fmt.Errorf("%w: %s after %d iterations", ErrNotConverged, res.Reason, res.Iterations)
 		}
 		for i := range x {
 			s[i], y[i] = xn[i]-x[i], gn[i]-g[i]
@@ -142,7 +155,8 @@ func minimize(ctx context.Context, f objective, x0 []float64, opts FitOptions) (
 		bfgsUpdate(H, s, y, sy)
 	}
 	res.Reason = fmt.Sprintf("%d iterations, gradient norm %.3g", res.Iterations, normInf(g))
-	return x, res, fmt.Errorf("%w: %s", ErrNotConverged, res.Reason)
+	res.LogLikelihood = -fx
+	return x, H, res, fmt.Errorf("%w: %s", ErrNotConverged, res.Reason)
 }
 
 // bfgsUpdate applies H ← (I - ρsyᵀ) H (I - ρysᵀ) + ρssᵀ, ρ = 1/sᵀy.

@@ -31,7 +31,11 @@ func FitParetoNBD(ctx context.Context, d *Data, opts FitOptions) (ParetoNBD, Fit
 		return ParetoNBD{}, FitResult{}, fmt.Errorf("fit Pareto/NBD: %w", err)
 	}
 	e := newParetoEval(d, opts.workers(len(d.tri)))
-	p, res, err := fitLogParams(ctx, paretoNames, e.negLL, d.total, opts)
+	var coarse objective
+	if sub := d.subsample(); sub != nil {
+		coarse = newParetoEval(sub, opts.workers(len(sub.tri))).negLL
+	}
+	p, res, err := fitLogParams(ctx, paretoNames, e.negLL, coarse, d.total, opts)
 	if err != nil {
 		return ParetoNBD{}, res, fmt.Errorf("fit Pareto/NBD: %w", err)
 	}

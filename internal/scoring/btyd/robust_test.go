@@ -8,14 +8,14 @@ import (
 	"testing"
 )
 
-// models returns models over a grid of tiny, moderate and huge parameters.
+// extremeModels returns models over a grid of tiny, moderate and huge parameters.
 func extremeModels() []Model {
-	vals := []float64{1e-6, 0.05, 0.8, 1, 1.0000001, 3, 120, 1e6}
+	vals := []float64{1e-6, 0.05, 1.0000001, 3, 1e6}
 	var ms []Model
 	for _, r := range vals {
 		for _, al := range vals {
 			for _, a := range vals {
-				for _, b := range []float64{1e-6, 1, 2.5, 1e6} {
+				for _, b := range []float64{1e-6, 1, 120, 1e6} {
 					ms = append(ms, BGNBD{r, al, a, b}, MBGNBD{r, al, a, b}, ParetoNBD{r, al, a, b})
 				}
 			}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,21 +16,20 @@ import (
 	"github.com/retention-dev/retention-operator/internal/store/internal/codec"
 )
 
-// snapshotColumns are the columns of a snapshot table, in COPY order.
-const snapshotColumns = "customer_id, email, phone, timezone, locale, opt_out, p_alive, expected_value, data"
+// snapshotColumns are the columns of a snapshot table (layout 1), in COPY
+// order: everything but the id is one codec blob (see package codec for
+// why).
+const snapshotColumns = "customer_id, data"
+
+// snapshotLayout is the layout version new snapshot tables get; it is
+// recorded per snapshot so that a later layout can be read beside it.
+const snapshotLayout = 1
 
 func snapshotTable(id int64) string { return pgx.Identifier{fmt.Sprintf("snap_%d", id)}.Sanitize() }
 
 const createSnapshotTable = `CREATE TABLE %s (
-	customer_id    text COLLATE "C" NOT NULL,
-	email          text NOT NULL,
-	phone          text NOT NULL,
-	timezone       text NOT NULL,
-	locale         text NOT NULL,
-	opt_out        boolean NOT NULL,
-	p_alive        double precision NOT NULL,
-	expected_value double precision NOT NULL,
-	data           bytea NOT NULL
+	customer_id text COLLATE "C" NOT NULL,
+	data        bytea NOT NULL
 )`
 
 // SnapshotWrite implements store.Store. The writer holds one connection and
@@ -104,8 +102,8 @@ func (w *snapshotWriter) begin() error {
 	if err := tx.QueryRow(ctx, "SELECT nextval('snapshot_id_seq')").Scan(&w.id); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO snapshots (id, source, state, created_at, heartbeat_at, meta)
-		VALUES ($1, $2, 'writing', $3, $3, $4)`, w.id, w.source, w.createdAt, string(w.meta)); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO snapshots (id, source, state, layout, created_at, heartbeat_at, meta)
+		VALUES ($1, $2, 'writing', $3, $4, $4, $5)`, w.id, w.source, snapshotLayout, w.createdAt, string(w.meta)); err != nil {
 		return err
 	}
 	if _, err := tx.Exec(ctx, fmt.Sprintf(createSnapshotTable, snapshotTable(w.id))); err != nil {
@@ -143,25 +141,13 @@ func (w *snapshotWriter) Add(c *customer.Scored) error {
 	if w.end {
 		return fmt.Errorf("snapshot %d: Add after Commit or Abort: %w", w.id, store.ErrClosed)
 	}
-	if err := codec.CheckColumns(c); err != nil {
+	if err := codec.Check(c); err != nil {
 		return w.fail(err)
 	}
 	b := w.buf
 	mark := len(b)
-	b = binary.BigEndian.AppendUint16(b, 9)
+	b = binary.BigEndian.AppendUint16(b, 2)
 	b = appendText(b, c.ID)
-	b = appendText(b, c.Contact.Email)
-	b = appendText(b, c.Contact.Phone)
-	b = appendText(b, c.Contact.Timezone)
-	b = appendText(b, c.Contact.Locale)
-	b = binary.BigEndian.AppendUint32(b, 1)
-	if c.Contact.OptOut {
-		b = append(b, 1)
-	} else {
-		b = append(b, 0)
-	}
-	b = appendFloat8(b, c.Scores.PAlive)
-	b = appendFloat8(b, c.Scores.ExpectedValue)
 	lenAt := len(b)
 	b = append(b, 0, 0, 0, 0)
 	b, err := codec.AppendData(b, c)
@@ -281,11 +267,6 @@ func appendText(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-func appendFloat8(b []byte, v float64) []byte {
-	b = binary.BigEndian.AppendUint32(b, 8)
-	return binary.BigEndian.AppendUint64(b, math.Float64bits(v))
-}
-
 const snapshotSelect = "SELECT id, source, created_at, customers, meta::text FROM snapshots"
 
 func scanSnapshot(row pgx.Row) (*store.Snapshot, error) {
@@ -366,7 +347,8 @@ func (s *Store) SnapshotScan(ctx context.Context, p *store.SnapshotScanParams, f
 	}
 	err := s.withConn(ctx, func(c *pgx.Conn) error {
 		var state string
-		if err := c.QueryRow(ctx, "SELECT state FROM snapshots WHERE id = $1", p.SnapshotID).Scan(&state); err != nil {
+		var layout int
+		if err := c.QueryRow(ctx, "SELECT state, layout FROM snapshots WHERE id = $1", p.SnapshotID).Scan(&state, &layout); err != nil {
 			if errors.Is(err, pgx.ErrNoRows) {
 				return store.ErrNotFound
 			}
@@ -374,6 +356,9 @@ func (s *Store) SnapshotScan(ctx context.Context, p *store.SnapshotScanParams, f
 		}
 		if state != "committed" {
 			return store.ErrNotFound
+		}
+		if layout != snapshotLayout {
+			return fmt.Errorf("snapshot layout %d is not known to this program", layout)
 		}
 		// Cancelled when fn stops the scan early: the connection is then
 		// discarded instead of draining the rest of the rows.
@@ -389,18 +374,11 @@ func (s *Store) SnapshotScan(ctx context.Context, p *store.SnapshotScanParams, f
 		dec := codec.NewDecoder()
 		for rows.Next() {
 			v := rows.RawValues()
-			if len(v) != 9 || len(v[5]) != 1 || len(v[6]) != 8 || len(v[7]) != 8 {
+			if len(v) != 2 {
 				return fmt.Errorf("unexpected row shape")
 			}
 			rec.ID = string(v[0])
-			rec.Contact.Email = str(v[1])
-			rec.Contact.Phone = str(v[2])
-			rec.Contact.Timezone = str(v[3])
-			rec.Contact.Locale = str(v[4])
-			rec.Contact.OptOut = v[5][0] != 0
-			rec.Scores.PAlive = math.Float64frombits(binary.BigEndian.Uint64(v[6]))
-			rec.Scores.ExpectedValue = math.Float64frombits(binary.BigEndian.Uint64(v[7]))
-			if err := dec.Decode(v[8], &rec); err != nil {
+			if err := dec.Decode(v[1], &rec); err != nil {
 				return fmt.Errorf("customer %q: %w", rec.ID, err)
 			}
 			if err := fn(&rec); err != nil {
@@ -427,14 +405,6 @@ func (s *Store) SnapshotScan(ctx context.Context, p *store.SnapshotScanParams, f
 type stopErr struct{ err error }
 
 func (e stopErr) Error() string { return e.err.Error() }
-
-// str converts without allocating for the empty string.
-func str(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	return string(b)
-}
 
 // SnapshotPrune implements store.Store. Each snapshot is dropped in its own
 // short transaction; a DROP waits for scans still reading that snapshot.

@@ -53,6 +53,7 @@ func (s *Store) membershipApply(ctx context.Context, p *store.MembershipApplyPar
 		return nil, err
 	}
 	if _, err := exec("COMMIT"); err != nil {
+		_, _ = conn.ExecContext(context.Background(), "ROLLBACK")
 		return nil, err
 	}
 

@@ -431,7 +431,7 @@ func exerciseTarget(ctx context.Context, t *testing.T, d *Driver) {
 		before, after := sentAt.Add(-time.Minute), sentAt.Add(time.Hour)
 		n, err := e.s.ConversionRecord(ctx, &store.ConversionRecordParams{RunID: "r", Conversions: []store.Conversion{
 			{CustomerID: "c00000", At: after.Add(time.Hour)},
-			{CustomerID: "c00000", At: after}, // the earliest eligible one wins
+			{CustomerID: "c00000", At: after},  // the earliest eligible one wins
 			{CustomerID: "c00001", At: before}, // before contact: not a conversion
 			{CustomerID: "c00003", At: after},  // never contacted
 			{CustomerID: "h1", At: run.CreatedAt.Add(time.Minute)},

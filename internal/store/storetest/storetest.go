@@ -110,7 +110,8 @@ func Customer(i int, c *customer.Scored) {
 	x := int32(i % 17)
 	first := i % 400
 	last := first + int(x)*9
-	c.ID = fmt.Sprintf("c%07d", i)
+	var buf [32]byte
+	c.ID = string(appendPadded(append(buf[:0], 'c'), i, 7))
 	c.Features = customer.Features{
 		Frequency:     x,
 		Recency:       float64(last-first) / 7,
@@ -145,8 +146,8 @@ func Customer(i int, c *customer.Scored) {
 	c.Attributes["vip"] = i%50 == 0
 	c.Attributes["signup"] = day(first - 30)
 	c.Contact = customer.Contact{
-		Email:    fmt.Sprintf("customer%d@example.com", i),
-		Phone:    fmt.Sprintf("+4930%07d", i),
+		Email:    string(append(appendPadded(append(buf[:0], "customer"...), i, 1), "@example.com"...)),
+		Phone:    string(appendPadded(append(buf[:0], "+4930"...), i, 7)),
 		Timezone: "Europe/Berlin",
 		Locale:   "de-DE",
 		OptOut:   i%97 == 0,
@@ -199,3 +200,15 @@ func ids(prefix string, from, to int) []string {
 
 // fmtSscan parses the number of a Customer id ("c0001234").
 func fmtSscan(id string, idx *int) (int, error) { return fmt.Sscanf(id, "c%d", idx) }
+
+// appendPadded appends i in decimal, zero-padded to width digits.
+func appendPadded(b []byte, i, width int) []byte {
+	var d [20]byte
+	n := 0
+	for i > 0 || n < width {
+		d[len(d)-1-n] = byte('0' + i%10)
+		i /= 10
+		n++
+	}
+	return append(b, d[len(d)-n:]...)
+}

@@ -16,6 +16,8 @@ CREATE TABLE snapshots (
     id           bigint PRIMARY KEY,
     source       text NOT NULL REFERENCES sources (key) ON DELETE CASCADE,
     state        text NOT NULL CHECK (state IN ('writing', 'committed')),
+    -- layout of the snap_<id> table: 1 = (customer_id, data codec blob)
+    layout       integer NOT NULL,
     created_at   timestamptz NOT NULL,
     heartbeat_at timestamptz NOT NULL,
     customers    bigint NOT NULL DEFAULT 0,

@@ -20,6 +20,8 @@ CREATE TABLE snapshots (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     source       TEXT NOT NULL REFERENCES sources (key) ON DELETE CASCADE,
     state        TEXT NOT NULL CHECK (state IN ('writing', 'committed')),
+    -- layout of the snap_<id> table: 1 = (customer_id, data codec blob)
+    layout       INTEGER NOT NULL,
     created_at   INTEGER NOT NULL,
     heartbeat_at INTEGER NOT NULL,
     customers    INTEGER NOT NULL DEFAULT 0,

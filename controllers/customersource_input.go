@@ -1,0 +1,129 @@
+package controllers
+
+import (
+	"time"
+	"unicode/utf8"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+	"github.com/retention-dev/retention-operator/internal/customer"
+	"github.com/retention-dev/retention-operator/internal/source"
+)
+
+// newReader turns a CustomerSource's spec and the values resolved from its
+// Secrets and ConfigMaps into a streaming reader of internal/source.
+func newReader(cs *retentionv1.CustomerSource, in *sourceInput) source.Reader {
+	m := newMapping(cs)
+	switch {
+	case cs.Spec.CSV != nil:
+		delim, _ := utf8.DecodeRuneInString(cs.Spec.CSV.Delimiter)
+		if cs.Spec.CSV.Delimiter == "" {
+			delim = ','
+		}
+		r := &source.CSV{
+			Transactions: opener(&cs.Spec.CSV.Transactions, in.Transactions, in.TransactionsAuth),
+			Mapping:      m,
+			Delimiter:    delim,
+		}
+		if cs.Spec.CSV.Customers != nil {
+			r.Customers = opener(cs.Spec.CSV.Customers, in.Customers, in.CustomersAuth)
+		}
+		return r
+	case cs.Spec.Postgres != nil:
+		p := cs.Spec.Postgres
+		return &source.Postgres{
+			DSN:               in.DSN,
+			TransactionsQuery: p.TransactionsQuery,
+			CustomersQuery:    p.CustomersQuery,
+			SummaryQuery:      p.SummaryQuery,
+			Mapping:           m,
+			StatementTimeout:  durationOr(p.StatementTimeout, 5*time.Minute),
+		}
+	default:
+		h := cs.Spec.HTTP
+		r := &source.HTTPJSON{
+			URL:         h.URL,
+			ItemsPath:   h.ItemsField,
+			NextField:   h.NextField,
+			CursorField: h.CursorField,
+			CursorParam: h.CursorParam,
+			Mapping:     m,
+			Timeout:     durationOr(h.Timeout, 30*time.Second),
+		}
+		if h.MaxRetries != nil {
+			r.MaxAttempts = int(*h.MaxRetries) + 1
+		}
+		if in.HTTPAuth != nil {
+			r.Auth = *in.HTTPAuth
+		}
+		return r
+	}
+}
+
+// opener reads a CSV location: bytes resolved from a ConfigMap or Secret,
+// a URL (with its credentials), or a path.
+func opener(l *retentionv1.CSVLocation, data []byte, auth *resolvedAuth) source.Opener {
+	switch {
+	case l.ConfigMapKeyRef != nil || l.SecretKeyRef != nil:
+		return source.FromBytes(data)
+	case l.URL != "":
+		var a source.Auth
+		if auth != nil {
+			a = *auth
+		}
+		return source.FromURL(l.URL, a)
+	default:
+		return source.FromFile(l.Path)
+	}
+}
+
+// newMapping converts the API's column mapping.
+func newMapping(cs *retentionv1.CustomerSource) source.Mapping {
+	cm := cs.Spec.Mapping
+	m := source.Mapping{
+		CustomerID: cm.CustomerID,
+		Timestamp:  cm.Timestamp,
+		Amount:     cm.Amount,
+		DateLayout: dateLayout(cm.TimestampLayout),
+	}
+	for _, a := range cm.Attributes {
+		t := customer.AttributeType(a.Type)
+		if t == "" {
+			t = customer.String
+		}
+		m.Attributes = append(m.Attributes, source.Attribute{Name: a.Name, Column: a.Column, Type: t})
+	}
+	if c := cm.Contact; c != nil {
+		m.Contact = source.ContactColumns{Email: c.Email, Phone: c.Phone, Timezone: c.Timezone, Locale: c.Locale, OptOut: c.OptOut}
+	}
+	m.MaxRejectedRatio = -1 // no rejected row tolerated at 0%
+	if p := cs.Spec.MaxRejectedPercent; p == nil {
+		m.MaxRejectedRatio = 0.01
+	} else if *p > 0 {
+		m.MaxRejectedRatio = float64(*p) / 100
+	}
+	return m
+}
+
+// dateLayout maps the API's layout names to the source package's presets;
+// anything else is a Go reference layout.
+func dateLayout(l string) string {
+	switch l {
+	case "Date":
+		return source.LayoutDate
+	case "YYYYMMDD":
+		return source.LayoutCompact
+	case "RFC3339":
+		return source.LayoutRFC3339
+	}
+	return l
+}
+
+// durationOr returns d, or def when d is unset.
+func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
+	if d == nil || d.Duration <= 0 {
+		return def
+	}
+	return d.Duration
+}

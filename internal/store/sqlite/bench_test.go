@@ -1,0 +1,34 @@
+package sqlite
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/retention-dev/retention-operator/internal/store"
+	"github.com/retention-dev/retention-operator/internal/store/storetest"
+)
+
+// BenchmarkSnapshot1M writes and streams back a 1,000,000-customer
+// snapshot in a database file on disk (b.TempDir):
+//
+//	go test -run '^$' -bench Snapshot1M -benchtime 1x ./internal/store/sqlite/
+func BenchmarkSnapshot1M(b *testing.B) {
+	ctx := context.Background()
+	s, err := OpenPath(ctx, filepath.Join(b.TempDir(), "bench.db"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.BenchSnapshot(b, s, storetest.BenchCustomers)
+}
+
+// BenchmarkTargets100k claims and records 100,000 targets in batches of 100.
+func BenchmarkTargets100k(b *testing.B) {
+	s, err := OpenPath(context.Background(), filepath.Join(b.TempDir(), "bench.db"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.BenchTargets(b, s, 100_000, 100)
+}

@@ -1,0 +1,181 @@
+package storetest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/retention-dev/retention-operator/internal/customer"
+	"github.com/retention-dev/retention-operator/internal/store"
+)
+
+// BenchCustomers is the size of the benchmark snapshot.
+const BenchCustomers = 1_000_000
+
+// BenchSnapshot benchmarks one store with a snapshot of n customers made
+// in memory by Customer: Generate (the generator alone, to subtract),
+// Write (stream n customers and commit) and Scan (stream them back).
+// Each reports rows/s and the process's peak RSS during the run
+// (VmHWM, reset before it through /proc/self/clear_refs). Run with
+// -benchtime=1x: one iteration is a million rows.
+func BenchSnapshot(b *testing.B, s store.Store, n int) {
+	ctx := context.Background()
+	const source = "bench/customers"
+	b.Run("Generate", func(b *testing.B) {
+		var c customer.Scored
+		var sum float64
+		start := startPeak(b)
+		for range b.N {
+			for i := 0; i < n; i++ {
+				Customer(i, &c)
+				sum += c.Scores.ExpectedValue
+			}
+		}
+		report(b, start, n)
+		_ = sum
+	})
+	b.Run("Write", func(b *testing.B) {
+		start := startPeak(b)
+		for range b.N {
+			writeBench(ctx, b, s, source, n)
+		}
+		b.StopTimer()
+		report(b, start, n)
+		if _, err := s.SnapshotPrune(ctx, &store.SnapshotPruneParams{Source: source, Keep: 1}); err != nil {
+			b.Fatal(err)
+		}
+	})
+	b.Run("Scan", func(b *testing.B) {
+		cur, err := s.SnapshotGetCurrent(ctx, source)
+		if err != nil || cur.Customers != int64(n) {
+			cur = writeBench(ctx, b, s, source, n)
+		}
+		start := startPeak(b)
+		for range b.N {
+			var rows, attrs int64
+			var value float64
+			err := s.SnapshotScan(ctx, &store.SnapshotScanParams{SnapshotID: cur.ID}, func(c *customer.Scored) error {
+				rows++
+				value += c.Scores.ExpectedValue + c.Features.Monetary
+				attrs += int64(len(c.Attributes))
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if rows != int64(n) || attrs != 3*int64(n) {
+				b.Fatalf("scanned %d rows with %d attributes, want %d", rows, attrs, n)
+			}
+		}
+		report(b, start, n)
+	})
+}
+
+func writeBench(ctx context.Context, b *testing.B, s store.Store, source string, n int) *store.Snapshot {
+	w, err := s.SnapshotWrite(ctx, &store.SnapshotWriteParams{Source: source, Meta: map[string]any{"bench": n}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Abort()
+	var c customer.Scored
+	for i := 0; i < n; i++ {
+		Customer(i, &c)
+		if err := w.Add(&c); err != nil {
+			b.Fatal(err)
+		}
+	}
+	sn, err := w.Commit()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return sn
+}
+
+// startPeak resets the peak RSS and the timer.
+func startPeak(b *testing.B) time.Time {
+	b.Helper()
+	ResetPeakRSS()
+	b.ResetTimer()
+	return time.Now()
+}
+
+func report(b *testing.B, start time.Time, n int) {
+	b.Helper()
+	el := time.Since(start).Seconds() / float64(b.N)
+	b.ReportMetric(el, "s/op-wall")
+	b.ReportMetric(float64(n)/el, "rows/s")
+	b.ReportMetric(float64(PeakRSS())/(1<<20), "peak-RSS-MiB")
+}
+
+// ResetPeakRSS resets the process's peak resident set size (VmHWM) to the
+// current one (Linux: write 5 to /proc/self/clear_refs).
+func ResetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// PeakRSS returns the process's peak resident set size in bytes since the
+// last ResetPeakRSS (VmHWM from /proc/self/status), 0 if unknown.
+func PeakRSS() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := bytes.CutPrefix(sc.Bytes(), []byte("VmHWM:")); ok {
+			kb, _ := strconv.ParseInt(string(bytes.TrimSpace(bytes.TrimSuffix(v, []byte("kB")))), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// BenchTargets measures delivery bookkeeping alone: n targets in one shard,
+// claimed in batches and recorded sent, as a runner does (no sending).
+func BenchTargets(b *testing.B, s store.Store, n, batch int) {
+	ctx := context.Background()
+	for iter := range b.N {
+		b.StopTimer()
+		run := "bench-run-" + strconv.Itoa(iter)
+		if _, err := s.RunCreate(ctx, &store.RunCreateParams{RunID: run, Campaign: "bench/c", Channel: "bench/ch", Shards: 1}); err != nil {
+			b.Fatal(err)
+		}
+		ts := make([]store.NewTarget, 0, n)
+		for i := 0; i < n; i++ {
+			ts = append(ts, store.NewTarget{CustomerID: "c" + strconv.Itoa(1_000_000+i)})
+		}
+		if _, err := s.TargetInsert(ctx, &store.TargetInsertParams{RunID: run, Targets: ts}); err != nil {
+			b.Fatal(err)
+		}
+		start := startPeak(b)
+		b.StartTimer()
+		ids := make([]string, 0, batch)
+		total := 0
+		for {
+			claimed, err := s.TargetClaim(ctx, &store.TargetClaimParams{RunID: run, Limit: batch})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(claimed) == 0 {
+				break
+			}
+			ids = ids[:0]
+			for _, t := range claimed {
+				ids = append(ids, t.CustomerID)
+			}
+			m, err := s.TargetSetSent(ctx, &store.TargetSetSentParams{RunID: run, CustomerIDs: ids})
+			if err != nil {
+				b.Fatal(err)
+			}
+			total += int(m)
+		}
+		b.StopTimer()
+		if total != n {
+			b.Fatalf("recorded %d sent, want %d", total, n)
+		}
+		report(b, start, n)
+	}
+}
