@@ -6,6 +6,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -21,6 +22,10 @@ import (
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
 	"github.com/retention-dev/retention-operator/controllers"
+	"github.com/retention-dev/retention-operator/internal/store"
+	// The store drivers register their URL schemes.
+	_ "github.com/retention-dev/retention-operator/internal/store/postgres"
+	_ "github.com/retention-dev/retention-operator/internal/store/sqlite"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -68,6 +73,7 @@ func runManager(args []string) int {
 	metricsAddr := fs.String("metrics-bind-address", ":8080", "address the Prometheus metrics endpoint binds to; \"0\" disables it")
 	probeAddr := fs.String("health-probe-bind-address", ":8081", "address the health probes bind to")
 	leaderElect := fs.Bool("leader-elect", false, "elect a leader so that only one replica reconciles at a time")
+	storeURL := fs.String("store", "sqlite://retention.db", "the data-plane store: sqlite://PATH (embedded, for local runs; a relative path is in the working directory) or postgres://USER:PASSWORD@HOST:PORT/DB")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -87,7 +93,13 @@ func runManager(args []string) int {
 		log.Error(err, "creating manager")
 		return 1
 	}
-	if err := setupReconcilers(mgr); err != nil {
+	stores := controllers.NewStoreProvider(*storeURL, store.Options{})
+	defer func() { _ = stores.Close() }()
+	if _, err := stores.Get(context.Background()); err != nil {
+		// Not fatal: the reconcilers report StoreUnavailable and retry.
+		log.Error(err, "store not reachable yet", "store", store.Redact(*storeURL))
+	}
+	if err := setupReconcilers(mgr, stores); err != nil {
 		log.Error(err, "setting up reconcilers")
 		return 1
 	}
@@ -108,11 +120,11 @@ func runManager(args []string) int {
 }
 
 // setupReconcilers registers one reconciler per kind.
-func setupReconcilers(mgr ctrl.Manager) error {
+func setupReconcilers(mgr ctrl.Manager, stores *controllers.StoreProvider) error {
 	rec := mgr.GetEventRecorder("retention-operator")
 	clock := controllers.RealClock{}
 	steps := []interface{ SetupWithManager(ctrl.Manager) error }{
-		&controllers.CustomerSourceReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: clock},
+		&controllers.CustomerSourceReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: clock, Stores: stores},
 		&controllers.ChannelReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec},
 		&controllers.SegmentReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock},
 		&controllers.CampaignReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock},

@@ -89,4 +89,3 @@ func retryAfter(d time.Duration) time.Duration {
 	}
 	return d
 }
-

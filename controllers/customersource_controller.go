@@ -23,6 +23,8 @@ type CustomerSourceReconciler struct {
 	Recorder   EventRecorder
 	Clock      Clock
 	RetryAfter time.Duration
+	// Stores opens the data-plane store where snapshots are written.
+	Stores *StoreProvider
 }
 
 // +kubebuilder:rbac:groups=retention.dev,resources=customersources,verbs=get;list;watch

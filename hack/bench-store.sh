@@ -29,6 +29,7 @@ for drv in sqlite postgres; do
   # The SQLite database goes to $TMPDIR (b.TempDir): keep it on a real disk.
   (cd "$tmp" && "./$drv.test" -test.run '^$' -test.bench 'Snapshot1M|Targets100k' -test.benchtime 1x -test.count "$count") \
     >"$tmp/$drv.out" 2>&1 || { cat "$tmp/$drv.out"; exit 1; }
+  if grep -q -- '--- FAIL' "$tmp/$drv.out"; then cat "$tmp/$drv.out"; exit 1; fi
 done
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 

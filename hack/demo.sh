@@ -27,7 +27,7 @@ trap cleanup EXIT
 
 say "starting a local control plane (etcd + kube-apiserver) in $DEMO_DIR"
 go build -o "$DEMO_DIR/localcluster" ./test/localcluster
-"$DEMO_DIR/localcluster" -kubeconfig "$KUBECONFIG" >"$DEMO_DIR/cluster.log" 2>&1 &
+"$DEMO_DIR/localcluster" -write-kubeconfig "$KUBECONFIG" >"$DEMO_DIR/cluster.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 120); do [[ -f "$KUBECONFIG" ]] && break; sleep 0.5; done
 [[ -f "$KUBECONFIG" ]] || { cat "$DEMO_DIR/cluster.log"; echo "control plane did not start" >&2; exit 1; }
@@ -38,7 +38,7 @@ say "installing the CRDs"
 "$KUBECTL" wait --for condition=established --timeout=60s crd --all >/dev/null
 
 say "starting the operator (bin/retention-operator manager)"
-bin/retention-operator manager --metrics-bind-address 127.0.0.1:0 --health-probe-bind-address 127.0.0.1:0 \
+bin/retention-operator manager --store "sqlite://$DEMO_DIR/retention.db" --metrics-bind-address 127.0.0.1:0 --health-probe-bind-address 127.0.0.1:0 \
   >"$DEMO_DIR/operator.log" 2>&1 &
 pids+=($!)
 

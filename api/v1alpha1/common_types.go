@@ -1,6 +1,5 @@
 package v1alpha1
 
-
 // LocalObjectReference names another object in the same namespace.
 // +structType=atomic
 type LocalObjectReference struct {

@@ -83,48 +83,68 @@ const (
 	flagSummary                   // features come from a source.Summary
 )
 
-// shard owns the customers whose id hashes to it: an id map, the per
-// customer records and, after the read, the per customer results.
+// shard owns the customers whose id hashes to it: an id index and the
+// per customer records. Nothing in it holds a pointer per customer, so the
+// garbage collector has almost nothing to trace however many customers
+// there are.
 type shard struct {
-	p      *plan
-	ids    map[string]int32
-	arena  arena
-	idList paged[string]
-	a, b   paged[seg] // a: up to the split day; b: the holdout (only with a holdout)
-	flags  paged[uint8]
-	sums   paged[sumRec]
-	attrs  attrStore
-	n      int32
-	txns   int64
-	dirty  int64
-	nsums  int64
-	// overflow is set when more than MaxInt32 customers arrive.
-	overflow bool
-
-	// Filled by later stages (see summarize.go, score.go, rank.go).
-	work shardWork
+	p *plan
+	// ids maps the 64-bit hash of an id to the first customer with that
+	// hash; the bytes are compared, and ids whose hash collides with
+	// another's live in dups (practically never).
+	ids   map[uint64]int32
+	dups  map[string]int32
+	arena idArena
+	a, b  paged[seg] // a: up to the split day; b: the holdout (only with a holdout)
+	flags paged[uint8]
+	sums  paged[sumRec]
+	attrs attrStore
+	n     int32
+	txns  int64
+	dirty int64
+	nsums int64
+	// err is set when a customer cannot be recorded (too many customers,
+	// an id longer than maxIDLen).
+	err error
 }
 
 func newShard(p *plan) *shard {
-	return &shard{p: p, ids: make(map[string]int32, 1024)}
+	return &shard{p: p, ids: make(map[uint64]int32, 1<<12)}
 }
 
-// intern returns the index of id, adding a customer when it is new.
-func (s *shard) intern(id []byte) int32 {
-	if idx, ok := s.ids[string(id)]; ok {
-		return idx
+// intern returns the index of the customer with id (hash h), adding it
+// when it is new; -1 when it cannot be added.
+func (s *shard) intern(h uint64, id []byte) int32 {
+	idx, ok := s.ids[h]
+	if ok {
+		if string(s.arena.get(idx)) == string(id) {
+			return idx
+		}
+		if s.dups == nil {
+			s.dups = map[string]int32{}
+		}
+		if idx, ok := s.dups[string(id)]; ok {
+			return idx
+		}
 	}
-	if s.n == math.MaxInt32 {
-		s.overflow = true
+	switch {
+	case s.n == math.MaxInt32:
+		s.err = fmt.Errorf("scoring: more than %d customers in one shard", math.MaxInt32)
+		return -1
+	case len(id) > maxIDLen:
+		s.err = fmt.Errorf("scoring: a customer id is longer than %d bytes", maxIDLen)
 		return -1
 	}
-	idx := s.n
+	idx = s.n
 	s.n++
-	str := s.arena.intern(id)
-	s.ids[str] = idx
 	n := int(s.n)
-	s.idList.grow(n)
-	*s.idList.at(idx) = str
+	s.arena.refs.grow(n)
+	s.arena.add(idx, id)
+	if ok {
+		s.dups[string(id)] = idx
+	} else {
+		s.ids[h] = idx
+	}
 	s.a.grow(n)
 	if s.p.holdout {
 		s.b.grow(n)
@@ -133,9 +153,24 @@ func (s *shard) intern(id []byte) int32 {
 	return idx
 }
 
+// lookup returns the index of a known customer, or -1.
+func (s *shard) lookup(h uint64, id []byte) int32 {
+	idx, ok := s.ids[h]
+	if !ok {
+		return -1
+	}
+	if string(s.arena.get(idx)) == string(id) {
+		return idx
+	}
+	if idx, ok := s.dups[string(id)]; ok {
+		return idx
+	}
+	return -1
+}
+
 // txn aggregates one transaction (day <= the observation end).
-func (s *shard) txn(id []byte, day int32, amt float64) {
-	idx := s.intern(id)
+func (s *shard) txn(h uint64, id []byte, day int32, amt float64) {
+	idx := s.intern(h, id)
 	if idx < 0 {
 		return
 	}
@@ -158,7 +193,7 @@ func (s *shard) txn(id []byte, day int32, amt float64) {
 
 // record applies a customer or summary record.
 func (s *shard) record(r *rec, kvs []kv) {
-	idx := s.intern(unsafeBytes(r.id))
+	idx := s.intern(hashID(r.id), unsafeBytes(r.id))
 	if idx < 0 {
 		return
 	}
@@ -183,7 +218,7 @@ func (s *shard) apply(b *batch) {
 	runTo := func(pos int) {
 		for ; row < pos; row++ {
 			end := b.ends[row]
-			s.txn(b.ids[start:end], b.days[row], b.amts[row])
+			s.txn(b.hashes[row], b.ids[start:end], b.days[row], b.amts[row])
 			start = end
 		}
 	}
@@ -207,12 +242,13 @@ type rec struct {
 
 // batch carries rows from the reader's goroutine to a shard's goroutine.
 type batch struct {
-	ids  []byte
-	ends []int32
-	days []int32
-	amts []float64
-	recs []rec
-	kvs  []kv
+	hashes []uint64
+	ids    []byte
+	ends   []int32
+	days   []int32
+	amts   []float64
+	recs   []rec
+	kvs    []kv
 }
 
 const (
@@ -221,24 +257,10 @@ const (
 )
 
 func (b *batch) reset() {
-	b.ids, b.ends, b.days, b.amts = b.ids[:0], b.ends[:0], b.days[:0], b.amts[:0]
+	b.hashes, b.ids, b.ends, b.days, b.amts = b.hashes[:0], b.ids[:0], b.ends[:0], b.days[:0], b.amts[:0]
 	clear(b.recs)
 	clear(b.kvs)
 	b.recs, b.kvs = b.recs[:0], b.kvs[:0]
-}
-
-// shardOf hashes an id (FNV-1a, then a finaliser) onto one of n shards.
-// It is deterministic, so the order of emitted customers is too.
-func shardOf[T string | []byte](id T, n int) int {
-	h := uint32(2166136261)
-	for i := 0; i < len(id); i++ {
-		h ^= uint32(id[i])
-		h *= 16777619
-	}
-	h ^= h >> 15
-	h *= 0x2c1b3c6d
-	h ^= h >> 12
-	return int(uint64(h) * uint64(n) >> 32)
 }
 
 // aggregator is the source.Sink of the first read. With one shard it
@@ -289,10 +311,11 @@ func newAggregator(p *plan, shards []*shard, prog *progress) *aggregator {
 
 func newBatch() *batch {
 	return &batch{
-		ids:  make([]byte, 0, batchRows*12),
-		ends: make([]int32, 0, batchRows),
-		days: make([]int32, 0, batchRows),
-		amts: make([]float64, 0, batchRows),
+		hashes: make([]uint64, 0, batchRows),
+		ids:    make([]byte, 0, batchRows*12),
+		ends:   make([]int32, 0, batchRows),
+		days:   make([]int32, 0, batchRows),
+		amts:   make([]float64, 0, batchRows),
 	}
 }
 
@@ -310,12 +333,14 @@ func (a *aggregator) Transaction(t *source.Transaction) error {
 		a.late++
 		return nil
 	}
+	h := hashID(t.CustomerID)
 	if len(a.shards) == 1 {
-		a.shards[0].txn(t.CustomerID, t.Day, t.Amount)
+		a.shards[0].txn(h, t.CustomerID, t.Day, t.Amount)
 		return nil
 	}
-	s := shardOf(t.CustomerID, len(a.shards))
+	s := shardOfHash(h, len(a.shards))
 	b := a.cur[s]
+	b.hashes = append(b.hashes, h)
 	b.ids = append(b.ids, t.CustomerID...)
 	b.ends = append(b.ends, int32(len(b.ids)))
 	b.days = append(b.days, t.Day)
@@ -342,7 +367,7 @@ func (a *aggregator) send(r rec, attrs customer.Attributes) {
 		a.shards[0].record(&r, a.kvs)
 		return
 	}
-	s := shardOf(r.id, len(a.shards))
+	s := shardOfHash(hashID(r.id), len(a.shards))
 	b := a.cur[s]
 	r.pos = len(b.days)
 	r.kvFrom = int32(len(b.kvs))

@@ -209,20 +209,20 @@ func (j *job) fit(ctx context.Context) error {
 }
 
 // holdoutReport evaluates m's forecast of the holdout purchases of every
-// calibration customer, two shards at a time.
+// calibration customer, one accumulator per worker.
 func (j *job) holdoutReport(m btyd.Model, horizon float64) btyd.HoldoutReport {
-	hs := make([]*btyd.Holdout, len(j.shards))
-	parallel(j.shards, func(si int, s *shard) {
+	groups := j.m.groups
+	hs := make([]*btyd.Holdout, max(j.p.workers, 1))
+	chunks(j.p.workers, len(groups), func(c, lo, hi int) {
 		h, err := btyd.NewHoldout(newFactored(m, horizon), horizon)
 		if err != nil {
 			return
 		}
-		rm := j.m.calRemap[si]
-		for _, g := range s.work.groups {
-			t := j.m.calTriples[rm[g.cal]]
+		for _, g := range groups[lo:hi] {
+			t := j.m.calTriples[g.cal]
 			_ = h.AddN(t.X, t.TX, t.T, float64(g.actual), g.n)
 		}
-		hs[si] = h
+		hs[c] = h
 	})
 	var h *btyd.Holdout
 	for _, x := range hs {
@@ -240,28 +240,21 @@ func (j *job) holdoutReport(m btyd.Model, horizon float64) btyd.HoldoutReport {
 	return h.Report()
 }
 
+// spendGradTol is the default gradient tolerance of the Gamma-Gamma fit.
+const spendGradTol = 1e-6
+
 // fitSpend fits Gamma-Gamma on the repeat buyers, or records why expected
 // spend falls back to observed means.
 func (j *job) fitSpend(ctx context.Context) {
 	sp := &j.res.Spend
-	var n, excl int64
-	var monSum, firstSum float64
-	var monN, scored int64
-	for _, s := range j.shards {
-		excl += s.work.excluded
-		monSum += s.work.monSum
-		monN += s.work.monN
-		firstSum += s.work.firstSum
-		scored += s.work.scored
-	}
-	n = int64(len(j.m.spends))
-	sp.Customers, sp.Excluded = n, excl
+	st := &j.spendStats
+	sp.Customers, sp.Excluded = int64(len(j.m.spends)), st.excluded
 	observed := 0.0
 	switch {
-	case monN > 0:
-		observed = monSum / float64(monN)
-	case scored > 0:
-		observed = firstSum / float64(scored)
+	case st.monN > 0:
+		observed = st.monSum / float64(st.monN)
+	case st.scored > 0:
+		observed = st.firstSum / float64(st.scored)
 	}
 	observed = math.Max(finite(observed), 0)
 	fail := func(why string) {
@@ -276,7 +269,14 @@ func (j *job) fitSpend(ctx context.Context) {
 		fail(err.Error())
 		return
 	}
-	gg, fr, err := btyd.FitGammaGamma(ctx, sd, j.p.o.Fit)
+	opts := j.p.o.Fit
+	if opts.GradTol == 0 {
+		// btyd's default (1e-7 on the mean log-likelihood's gradient) lies
+		// below the rounding floor of a sum over hundreds of thousands of
+		// repeat buyers: the fit then runs to its iteration limit.
+		opts.GradTol = spendGradTol
+	}
+	gg, fr, err := btyd.FitGammaGamma(ctx, sd, opts)
 	sp.Converged, sp.Iterations = fr.Converged, fr.Iterations
 	if err != nil {
 		fail(err.Error())

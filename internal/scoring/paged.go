@@ -1,6 +1,9 @@
 package scoring
 
-import "unsafe"
+import (
+	"math/bits"
+	"unsafe"
+)
 
 // paged is a growable array stored in fixed pages, so growing it never
 // copies (or briefly doubles) what it already holds.
@@ -39,23 +42,74 @@ func (p *paged[T]) reset() {
 	p.n = 0
 }
 
-// arena stores interned strings in 1 MiB chunks: a string never moves, so
-// map keys and id lists can point into it without a per-id allocation.
-type arena struct {
-	cur []byte
+// idArena stores customer ids in 1 MiB chunks, addressed by a packed
+// reference per customer: no pointer per id for the garbage collector to
+// trace, and a string never moves once written.
+type idArena struct {
+	chunks [][]byte
+	refs   paged[uint64] // chunk<<44 | offset<<20 | length
 }
 
-func (a *arena) intern(b []byte) string {
+// maxIDLen bounds a customer id (the reference keeps 20 bits of length).
+const maxIDLen = 1<<20 - 1
+
+// add stores the id of customer idx (refs must have room for idx).
+func (a *idArena) add(idx int32, b []byte) {
+	n := len(a.chunks)
+	if n == 0 || len(a.chunks[n-1])+len(b) > cap(a.chunks[n-1]) {
+		a.chunks = append(a.chunks, make([]byte, 0, max(1<<20, len(b))))
+		n++
+	}
+	c := &a.chunks[n-1]
+	off := len(*c)
+	*c = append(*c, b...)
+	*a.refs.at(idx) = uint64(n-1)<<44 | uint64(off)<<20 | uint64(len(b))
+}
+
+// get returns the id bytes of customer idx (not to be modified).
+func (a *idArena) get(idx int32) []byte {
+	r := *a.refs.at(idx)
+	off := int(r>>20) & (1<<24 - 1)
+	return a.chunks[r>>44][off : off+int(r&(1<<20-1))]
+}
+
+// str returns the id of customer idx as a string sharing the arena's bytes.
+func (a *idArena) str(idx int32) string {
+	b := a.get(idx)
 	if len(b) == 0 {
 		return ""
 	}
-	if len(a.cur)+len(b) > cap(a.cur) {
-		a.cur = make([]byte, 0, max(1<<20, len(b)))
-	}
-	start := len(a.cur)
-	a.cur = append(a.cur, b...)
-	return unsafe.String(&a.cur[start], len(b))
+	return unsafe.String(&b[0], len(b))
 }
+
+// hashID is a 64-bit hash of an id (wyhash-style multiply-mix), fixed so
+// that shard assignment and emission order do not change between runs.
+func hashID[T string | []byte](b T) uint64 {
+	const m1, m2, m3 = 0xa0761d6478bd642f, 0xe7037ed1a0b428db, 0x8ebc6af09c88c6e3
+	h := uint64(len(b))*m1 ^ m3
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		v := uint64(b[i]) | uint64(b[i+1])<<8 | uint64(b[i+2])<<16 | uint64(b[i+3])<<24 |
+			uint64(b[i+4])<<32 | uint64(b[i+5])<<40 | uint64(b[i+6])<<48 | uint64(b[i+7])<<56
+		h = mix64(h^v, m2)
+	}
+	if i < len(b) {
+		var v uint64
+		for k := 0; i < len(b); i, k = i+1, k+8 {
+			v |= uint64(b[i]) << k
+		}
+		h = mix64(h^v, m3)
+	}
+	return mix64(h, m1)
+}
+
+func mix64(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+// shardOfHash maps a hash onto one of n shards.
+func shardOfHash(h uint64, n int) int { return int((h >> 32) * uint64(n) >> 32) }
 
 // bitset is a growable set of small non-negative integers.
 type bitset []uint64

@@ -1,69 +1,48 @@
 package scoring
 
 import (
+	"context"
+	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
-	"math/rand/v2"
+	"os"
 
-	"github.com/google/cel-go/cel"
 	"github.com/retention-dev/retention-operator/internal/scoring/btyd"
 )
 
-func TestProbe(t *testing.T) {
-	m := btyd.BGNBD{R: 0.243, Alpha: 4.414, A: 0.793, B: 2.426}
-	n := 100000
+func TestProbeGG(t *testing.T) {
+	if os.Getenv("SCORING_BENCH_CSV") == "" { t.Skip() }
+	b := &testing.B{}
+	_ = b
+	p, _ := benchOptions().compile()
+	j := newJob(p, nil)
+	if err := j.read(context.Background(), benchReader(benchData())); err != nil { t.Fatal(err) }
+	if err := j.summarize(); err != nil { t.Fatal(err) }
+	sp := j.m.spends
+	run := func(name string, s []btyd.Spend, o btyd.FitOptions) {
+		t0 := time.Now()
+		sd, err := btyd.NewSpendData(s)
+		if err != nil { t.Fatal(err) }
+		t1 := time.Now()
+		gg, fr, err := btyd.FitGammaGamma(context.Background(), sd, o)
+		t.Logf("%s: newdata %v fit %v: %+v %+v %v", name, t1.Sub(t0), time.Since(t1), gg, fr, err)
+	}
+	run("sorted", sp, btyd.FitOptions{})
+	sh := slices.Clone(sp)
+	rand.New(rand.NewPCG(1, 2)).Shuffle(len(sh), func(i, k int) { sh[i], sh[k] = sh[k], sh[i] })
+	run("shuffled", sh, btyd.FitOptions{})
+	run("sorted tol 1e-6", sp, btyd.FitOptions{GradTol: 1e-6})
 	t0 := time.Now()
-	s := 0.0
-	for i := 0; i < n; i++ {
-		x := int32(i % 50)
-		T := 10 + float64(i%1000)/7
-		s += m.ExpectedPurchases(52, x, T*0.5, T)
-	}
-	t.Logf("bgnbd E: %v per call (%v)", time.Since(t0)/time.Duration(n), s)
+	d, err := btyd.NewData(j.m.triples)
+	t.Logf("NewData %v %v", time.Since(t0), err)
 	t0 = time.Now()
-	for i := 0; i < n; i++ {
-		x := int32(i % 50)
-		T := 10 + float64(i%1000)/7
-		s += m.PAlive(x, T*0.5, T)
-	}
-	t.Logf("bgnbd P: %v per call", time.Since(t0)/time.Duration(n))
-	p := btyd.ParetoNBD{R: 0.55, Alpha: 10.58, S: 0.61, Beta: 11.67}
+	_, fr, err := btyd.FitBGNBD(context.Background(), d, btyd.FitOptions{})
+	t.Logf("FitBGNBD %v %+v %v", time.Since(t0), fr, err)
 	t0 = time.Now()
-	for i := 0; i < n; i++ {
-		x := int32(i % 50)
-		T := 10 + float64(i%1000)/7
-		s += p.ExpectedPurchases(52, x, T*0.5, T)
-	}
-	t.Logf("pareto E: %v per call", time.Since(t0)/time.Duration(n))
-	// factorisation
-	for _, mm := range []btyd.Model{m, btyd.MBGNBD{R: 0.52, Alpha: 6.18, A: 0.89, B: 1.61}, p} {
-		for _, c := range [][3]float64{{0, 0, 30}, {2, 30.43, 38.86}, {10, 5, 70}, {40, 60, 61}} {
-			x := int32(c[0])
-			e := mm.ExpectedPurchases(52, x, c[1], c[2])
-			f := mm.PAlive(x, c[1], c[2]) * mm.ExpectedPurchases(52, x, c[2], c[2]) / mm.PAlive(x, c[2], c[2])
-			t.Logf("%s %v: %v %v rel %g", mm.Name(), c, e, f, (e-f)/e)
-		}
-	}
-	// population: expected purchases with T uniform over W weeks
-	for _, W := range []float64{104, 156, 208} {
-		for _, alpha := range []float64{4.414, 1.5, 1.0, 0.6} {
-		for _, b := range []float64{2.426, 6, 12} {
-			mm := btyd.BGNBD{R: 0.243, Alpha: alpha, A: 0.793, B: b}
-			tot := 0.0
-			for k := 0; k < 200; k++ {
-				tot += 1 + mm.ExpectedPurchasesPopulation(W*(float64(k)+0.5)/200)
-			}
-			t.Logf("W=%v alpha=%v b=%v: mean purchase occasions %.2f", W, alpha, b, tot/200)
-		}}
-	}
-	_ = rand.N[int]
-	env, err := cel.NewEnv(cel.Variable("customer.pAlive", cel.DoubleType), cel.Variable("customer.frequency", cel.IntType))
-	if err != nil { t.Fatal(err) }
-	ast, iss := env.Compile("customer.pAlive * 2.0 + double(customer.frequency)")
-	if iss.Err() != nil { t.Fatal(iss.Err()) }
-	t.Log(ast.OutputType())
-	prg, err := env.Program(ast, cel.CostLimit(100))
-	if err != nil { t.Fatal(err) }
-	out, _, err := prg.Eval(map[string]any{"customer.pAlive": 0.5, "customer.frequency": 3})
-	t.Log(out, err)
+	_, fr, err = btyd.FitParetoNBD(context.Background(), d, btyd.FitOptions{})
+	t.Logf("FitPareto %v %+v %v", time.Since(t0), fr, err)
+	t0 = time.Now()
+	_, fr, err = btyd.FitMBGNBD(context.Background(), d, btyd.FitOptions{})
+	t.Logf("FitMBG %v %+v %v", time.Since(t0), fr, err)
 }

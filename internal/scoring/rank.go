@@ -27,6 +27,15 @@ func sortableFloat(f float64) uint64 {
 	return b | 1<<63
 }
 
+// buffers returns the key and id buffers, of length n (reused across calls).
+func (r *ranker) buffers(n int) ([]uint64, []uint32) {
+	if cap(r.keys) < n {
+		r.keys = make([]uint64, n)
+		r.ids = make([]uint32, n)
+	}
+	return r.keys[:n], r.ids[:n]
+}
+
 // count sets cnt[ids[i]] to the number of keys at or below keys[i].
 func (r *ranker) count(keys []uint64, ids []uint32, cnt []uint32) {
 	n := len(keys)
@@ -120,23 +129,18 @@ func (r *ranker) radixSort(keys []uint64, ids []uint32) ([]uint64, []uint32) {
 
 // rankKeys builds (key, global id) of every scored customer, shard by
 // shard in parallel, and counts them into cnt.
-func (j *job) rankKeys(cnt []uint32, key func(f *feat, s *shard, idx int32) uint64) {
+func (j *job) rankKeys(cnt []uint32, key func(f *feat, s *shard, g int32) uint64) {
 	r := &j.ranker
-	n := int(j.scored)
-	if cap(r.keys) < n {
-		r.keys = make([]uint64, n)
-		r.ids = make([]uint32, n)
-	}
-	keys, ids := r.keys[:n], r.ids[:n]
+	keys, ids := r.buffers(int(j.scored))
 	parallel(j.shards, func(si int, s *shard) {
 		pos := j.dense[si]
 		base := j.base[si]
 		for i := int32(0); i < s.n; i++ {
-			if s.work.tri[i] < 0 {
+			if j.tri[base+int(i)] < 0 {
 				continue
 			}
 			f := s.feat(i)
-			keys[pos] = key(&f, s, i)
+			keys[pos] = key(&f, s, int32(base+int(i)))
 			ids[pos] = uint32(base + int(i))
 			pos++
 		}
@@ -161,14 +165,15 @@ func (j *job) rankRFM() {
 // rankValue ranks expected value and sums the population summary.
 func (j *job) rankValue() {
 	j.valCnt = make([]uint32, j.total)
-	j.rankKeys(j.valCnt, func(_ *feat, s *shard, i int32) uint64 { return sortableFloat(s.work.value[i]) })
+	j.rankKeys(j.valCnt, func(_ *feat, _ *shard, g int32) uint64 { return sortableFloat(j.value[g]) })
 	thr := j.p.o.AtRiskThreshold
 	pops := make([]Population, len(j.shards))
 	parallel(j.shards, func(si int, s *shard) {
 		pop := &pops[si]
 		base := j.base[si]
 		for i := int32(0); i < s.n; i++ {
-			tri := s.work.tri[i]
+			g := base + int(i)
+			tri := j.tri[g]
 			if tri < 0 {
 				continue
 			}
@@ -178,7 +183,7 @@ func (j *job) rankValue() {
 				pa = j.pa[tri]
 				x = j.m.triples[tri].X
 			} else {
-				pa = float64(j.recCnt[base+int(i)]) / float64(j.scored)
+				pa = float64(j.recCnt[g]) / float64(j.scored)
 				x = j.m.triples[tri].X
 			}
 			if x > 0 {
@@ -196,7 +201,7 @@ func (j *job) rankValue() {
 					pop.Retained++
 				}
 			}
-			pop.TotalExpectedValue += s.work.value[i]
+			pop.TotalExpectedValue += j.value[g]
 		}
 	})
 	pop := &j.res.Population

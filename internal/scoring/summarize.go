@@ -2,6 +2,7 @@ package scoring
 
 import (
 	"math"
+	"math/bits"
 	"slices"
 	"sync"
 
@@ -59,19 +60,7 @@ func (s *shard) feat(idx int32) (f feat) {
 	return f
 }
 
-// localTriple is a distinct summary of one shard and its key.
-type localTriple struct {
-	t   btyd.Triple
-	key uint64 // day-based key; 0 with flt
-	flt bool
-}
-
-type fkey struct {
-	x     int32
-	tx, T float64
-}
-
-// holdGroup counts the customers of one calibration triple (local index)
+// holdGroup counts the calibration customers of one calibration triple
 // with the same number of holdout purchase days.
 type holdGroup struct {
 	cal    int32
@@ -79,216 +68,272 @@ type holdGroup struct {
 	n      float64
 }
 
-// shardWork is what the stages after the read keep per shard.
-type shardWork struct {
-	tri     []int32 // per customer: triple index, local then global; -1 unscored
-	triples []localTriple
-	dayKeys map[uint64]int32
-	fltKeys map[fkey]int32
-
-	calTriples []localTriple
-	calKeys    map[uint64]int32
-	groups     []holdGroup
-
-	spends   []btyd.Spend
-	excluded int64
-
-	scored, repeat, unscored int64
-	firstSum                 float64 // Σ first-day amounts (mean spend without repeat buyers)
-	monSum                   float64 // Σ positive mean repeat values of repeat buyers
-	monN                     int64
-
-	value  []float64 // per customer expected value
-	custom []float64 // per customer × custom score
+// shardStats is the first summary pass over one shard.
+type shardStats struct {
+	scored, unscored, summaries, days, cal int64
+	repeat, excluded, spends               int64
+	firstSum, monSum                       float64
+	maxX, maxTx, maxT                      int32 // whole period, day based
+	maxCX, maxCTx, maxCT                   int32 // calibration period
+	spendByX                               []int64
 }
 
-// dayKey packs a day-based summary; ok is false when a part does not fit.
-func dayKey(x, txd, Td int32) (uint64, bool) {
-	if x < 0 || x >= 1<<22 || txd < 0 || txd >= 1<<21 || Td < 0 || Td >= 1<<21 {
-		return 0, false
-	}
-	return uint64(x)<<42 | uint64(txd)<<21 | uint64(Td), true
+// packer packs a day-based summary (x, T, t_x) into one sortable key: x
+// most significant, then T, then t_x — btyd's canonical triple order.
+type packer struct{ bT, bTx uint }
+
+func newPacker(maxX, maxT, maxTx int32) (packer, bool) {
+	p := packer{bT: uint(bits.Len32(uint32(maxT))), bTx: uint(bits.Len32(uint32(maxTx)))}
+	return p, uint(bits.Len32(uint32(maxX)))+p.bT+p.bTx <= 64
 }
 
-func (w *shardWork) addTriple(key uint64, keyOK bool, x int32, tx, T float64) int32 {
-	if keyOK {
-		if i, ok := w.dayKeys[key]; ok {
-			w.triples[i].t.Count++
-			return i
-		}
-		i := int32(len(w.triples))
-		w.dayKeys[key] = i
-		w.triples = append(w.triples, localTriple{t: btyd.Triple{X: x, TX: tx, T: T, Count: 1}, key: key})
-		return i
-	}
-	k := fkey{x, tx + 0, T + 0}
-	if i, ok := w.fltKeys[k]; ok {
-		w.triples[i].t.Count++
-		return i
-	}
-	i := int32(len(w.triples))
-	w.fltKeys[k] = i
-	w.triples = append(w.triples, localTriple{t: btyd.Triple{X: x, TX: k.tx, T: k.T, Count: 1}, flt: true})
-	return i
+func (p packer) key(x, T, tx int32) uint64 {
+	return uint64(x)<<(p.bT+p.bTx) | uint64(T)<<p.bTx | uint64(tx)
 }
 
-// summarize turns the shard's customers into local triples, calibration
-// triples with holdout counts, and Gamma-Gamma spend entries.
-func (s *shard) summarize() {
-	p := s.p
-	w := &s.work
-	n := int(s.n)
-	w.tri = slices.Grow(w.tri[:0], n)[:n]
-	w.triples = w.triples[:0]
-	w.dayKeys = make(map[uint64]int32, 1024)
-	w.fltKeys = make(map[fkey]int32)
-	w.calTriples = w.calTriples[:0]
-	w.calKeys = make(map[uint64]int32, 1024)
-	w.spends = w.spends[:0]
-	groups := map[uint64]float64{}
-	for i := int32(0); i < s.n; i++ {
-		f := s.feat(i)
-		if !f.scored {
-			w.tri[i] = -1
-			w.unscored++
-			continue
-		}
-		w.scored++
-		if f.summary {
-			w.tri[i] = w.addTriple(0, false, f.x, f.tx, f.T)
-		} else {
-			key, ok := dayKey(f.x, f.last-f.first, f.tenDays)
-			w.tri[i] = w.addTriple(key, ok, f.x, f.tx, f.T)
-		}
-		if f.x > 0 {
-			w.repeat++
-			if f.mv > 0 && !math.IsInf(f.mv, 0) {
-				w.spends = append(w.spends, btyd.Spend{X: f.x, M: f.mv, Count: 1})
-				w.monSum += f.mv
-				w.monN++
-			} else {
-				w.excluded++
-			}
-		}
-		if !f.summary {
-			fa := s.a.at(i).firstAmt
-			if p.holdout && s.a.at(i).days == 0 {
-				fa = s.b.at(i).firstAmt
-			}
-			w.firstSum += fa
-		}
-		// Calibration summary and holdout purchases.
-		if p.holdout && !f.summary {
-			c := s.a.at(i)
-			if c.days == 0 {
-				continue // first purchase in the holdout: not in the cohort
-			}
-			x, txd, Td := c.days-1, c.last-c.first, p.split-c.first
-			key, ok := dayKey(x, txd, Td)
-			if !ok {
+func (p packer) unpack(k uint64) (x, T, tx int32) {
+	return int32(k >> (p.bT + p.bTx)), int32(k >> p.bTx & (1<<p.bT - 1)), int32(k & (1<<p.bTx - 1))
+}
+
+// summarize compresses the customers into distinct (x, t_x, T) triples
+// with counts, the calibration customers into calibration triples with
+// holdout purchase counts, and the repeat buyers into Gamma-Gamma input
+// sorted by x. It sorts packed keys with the radix sort instead of
+// hashing: the triples come out in btyd's canonical order, and every
+// buffer is sized exactly or reused by the ranking.
+func (j *job) summarize() error {
+	p := j.p
+	ns := len(j.shards)
+	stats := make([]shardStats, ns)
+	parallel(j.shards, func(si int, s *shard) {
+		st := &stats[si]
+		for i := int32(0); i < s.n; i++ {
+			f := s.feat(i)
+			if !f.scored {
+				st.unscored++
 				continue
 			}
-			ci, seen := w.calKeys[key]
-			if !seen {
-				ci = int32(len(w.calTriples))
-				w.calKeys[key] = ci
-				w.calTriples = append(w.calTriples, localTriple{key: key, t: btyd.Triple{
-					X: x, TX: float64(txd) / p.unit, T: float64(Td) / p.unit}})
+			st.scored++
+			if f.summary {
+				st.summaries++
+			} else {
+				st.days++
+				st.maxX = max(st.maxX, f.x)
+				st.maxT = max(st.maxT, f.tenDays)
+				st.maxTx = max(st.maxTx, f.last-f.first)
+				fa := s.a.at(i).firstAmt
+				if p.holdout && s.a.at(i).days == 0 {
+					fa = s.b.at(i).firstAmt
+				}
+				st.firstSum += fa
+				if c := s.a.at(i); p.holdout && c.days > 0 {
+					st.cal++
+					st.maxCX = max(st.maxCX, c.days-1)
+					st.maxCT = max(st.maxCT, p.split-c.first)
+					st.maxCTx = max(st.maxCTx, c.last-c.first)
+				}
 			}
-			w.calTriples[ci].t.Count++
-			groups[uint64(ci)<<32|uint64(uint32(s.b.at(i).days))]++
+			if f.x > 0 {
+				st.repeat++
+				if f.mv > 0 && !math.IsInf(f.mv, 0) {
+					st.spends++
+					st.monSum += f.mv
+					for int(f.x) >= len(st.spendByX) {
+						st.spendByX = append(st.spendByX, 0)
+					}
+					st.spendByX[f.x]++
+				} else {
+					st.excluded++
+				}
+			}
 		}
-	}
-	w.groups = w.groups[:0]
-	for k, c := range groups {
-		w.groups = append(w.groups, holdGroup{cal: int32(k >> 32), actual: int32(uint32(k)), n: c})
-	}
-	slices.SortFunc(w.groups, func(a, b holdGroup) int {
-		if a.cal != b.cal {
-			return int(a.cal - b.cal)
-		}
-		return int(a.actual - b.actual)
 	})
+	j.base = make([]int, ns)
+	j.dense = make([]int, ns)
+	dayPos := make([]int, ns)
+	calPos := make([]int, ns)
+	var days, cal int
+	var maxX, maxT, maxTx, maxCX, maxCT, maxCTx int32
+	maxSX := 0
+	for i, s := range j.shards {
+		st := &stats[i]
+		j.base[i] = j.total
+		j.dense[i] = int(j.scored)
+		dayPos[i] = days
+		calPos[i] = cal
+		j.total += int(s.n)
+		j.scored += st.scored
+		days += int(st.days)
+		cal += int(st.cal)
+		j.res.Unscored += st.unscored
+		maxX, maxT, maxTx = max(maxX, st.maxX), max(maxT, st.maxT), max(maxTx, st.maxTx)
+		maxCX, maxCT, maxCTx = max(maxCX, st.maxCX), max(maxCT, st.maxCT), max(maxCTx, st.maxCTx)
+		maxSX = max(maxSX, len(st.spendByX))
+		j.spendStats.excluded += st.excluded
+		j.spendStats.monSum += st.monSum
+		j.spendStats.monN += st.spends
+		j.spendStats.firstSum += st.firstSum
+	}
+	j.spendStats.scored = j.scored
+	j.res.Customers = j.scored
+	if j.scored == 0 {
+		return ErrNoCustomers
+	}
+	pk, ok := newPacker(maxX, maxT, maxTx)
+	if !ok {
+		// Spans beyond any real data: keep such customers on the float path.
+		pk = packer{}
+		days = 0
+	}
+	cpk, calOK := newPacker(maxCX, maxCT, maxCTx)
+	if !calOK {
+		cal = 0
+	}
+
+	// Gamma-Gamma input, counting-sorted by x: shard si's customers with x
+	// start at spendAt[si][x].
+	spendAt := make([][]int64, ns)
+	var off int64
+	for x := 0; x < maxSX; x++ {
+		for si := range j.shards {
+			if spendAt[si] == nil {
+				spendAt[si] = make([]int64, maxSX)
+			}
+			spendAt[si][x] = off
+			if x < len(stats[si].spendByX) {
+				off += stats[si].spendByX[x]
+			}
+		}
+	}
+	j.m.spends = make([]btyd.Spend, off)
+
+	// Keys of the day-based customers; per customer triple index.
+	j.tri = make([]int32, j.total)
+	keys, ids := j.ranker.buffers(max(days, cal, int(j.scored)))
+	parallel(j.shards, func(si int, s *shard) {
+		pos := dayPos[si]
+		base := j.base[si]
+		at := spendAt[si]
+		for i := int32(0); i < s.n; i++ {
+			g := base + int(i)
+			f := s.feat(i)
+			if !f.scored {
+				j.tri[g] = -1
+				continue
+			}
+			if f.x > 0 && f.mv > 0 && !math.IsInf(f.mv, 0) {
+				j.m.spends[at[f.x]] = btyd.Spend{X: f.x, M: f.mv, Count: 1}
+				at[f.x]++
+			}
+			if f.summary || days == 0 {
+				j.tri[g] = -2 // float path
+				continue
+			}
+			keys[pos] = pk.key(f.x, f.tenDays, f.last-f.first)
+			ids[pos] = uint32(g)
+			pos++
+		}
+	})
+	if days > 0 {
+		sk, sid := j.ranker.radixSort(keys[:days], ids[:days])
+		distinct := 0
+		for i := range sk {
+			if i == 0 || sk[i] != sk[i-1] {
+				distinct++
+			}
+		}
+		j.m.triples = make([]btyd.Triple, 0, distinct)
+		for i := 0; i < len(sk); {
+			k := sk[i]
+			start := i
+			ti := int32(len(j.m.triples))
+			for ; i < len(sk) && sk[i] == k; i++ {
+				j.tri[sid[i]] = ti
+			}
+			x, T, tx := pk.unpack(k)
+			j.m.triples = append(j.m.triples, btyd.Triple{X: x, TX: float64(tx) / p.unit,
+				T: float64(T) / p.unit, Count: float64(i - start)})
+		}
+	}
+	// Summaries (and unpackable spans): distinct float triples by map.
+	if days < int(j.scored) {
+		index := map[btyd.Triple]int32{}
+		for si, s := range j.shards {
+			base := j.base[si]
+			for i := int32(0); i < s.n; i++ {
+				g := base + int(i)
+				if j.tri[g] != -2 {
+					continue
+				}
+				f := s.feat(i)
+				k := btyd.Triple{X: f.x, TX: f.tx + 0, T: f.T + 0}
+				ti, ok := index[k]
+				if !ok {
+					ti = int32(len(j.m.triples))
+					index[k] = ti
+					j.m.triples = append(j.m.triples, k)
+				}
+				j.m.triples[ti].Count++
+				j.tri[g] = ti
+			}
+		}
+	}
+	j.res.Triples = len(j.m.triples)
+
+	// Calibration triples and holdout counts.
+	if cal > 0 {
+		parallel(j.shards, func(si int, s *shard) {
+			pos := calPos[si]
+			for i := int32(0); i < s.n; i++ {
+				c := s.a.at(i)
+				if c.days == 0 || *s.flags.at(i)&flagSummary != 0 {
+					continue
+				}
+				keys[pos] = cpk.key(c.days-1, p.split-c.first, c.last-c.first)
+				ids[pos] = uint32(s.b.at(i).days) // holdout purchase days
+				pos++
+			}
+		})
+		sk, act := j.ranker.radixSort(keys[:cal], ids[:cal])
+		distinct := 0
+		for i := range sk {
+			if i == 0 || sk[i] != sk[i-1] {
+				distinct++
+			}
+		}
+		j.m.calTriples = make([]btyd.Triple, 0, distinct)
+		j.m.groups = make([]holdGroup, 0, distinct+distinct/2)
+		for i := 0; i < len(sk); {
+			k := sk[i]
+			start := i
+			for i < len(sk) && sk[i] == k {
+				i++
+			}
+			ci := int32(len(j.m.calTriples))
+			x, T, tx := cpk.unpack(k)
+			j.m.calTriples = append(j.m.calTriples, btyd.Triple{X: x, TX: float64(tx) / p.unit,
+				T: float64(T) / p.unit, Count: float64(i - start)})
+			run := act[start:i]
+			slices.Sort(run)
+			for q := 0; q < len(run); {
+				a := run[q]
+				r := q
+				for q < len(run) && run[q] == a {
+					q++
+				}
+				j.m.groups = append(j.m.groups, holdGroup{cal: ci, actual: int32(a), n: float64(q - r)})
+			}
+		}
+	}
+	return nil
 }
 
-// merged is the population-wide fit input built from the shards.
+// merged is the population-wide fit input.
 type merged struct {
-	triples    []btyd.Triple // global distinct triples (scoring order)
+	triples    []btyd.Triple // distinct triples, canonical order
 	calTriples []btyd.Triple
-	calRemap   [][]int32 // per shard: local calibration triple → global
-	spends     []btyd.Spend
-}
-
-// mergeTriples merges the shards' local triples into global ones and
-// rewrites every customer's triple index to the global one.
-func mergeTriples(shards []*shard) *merged {
-	m := &merged{}
-	dk := make(map[uint64]int32, 4096)
-	fk := map[fkey]int32{}
-	remaps := make([][]int32, len(shards))
-	for si, s := range shards {
-		rm := make([]int32, len(s.work.triples))
-		for i, lt := range s.work.triples {
-			var g int32
-			var ok bool
-			if lt.flt {
-				k := fkey{lt.t.X, lt.t.TX, lt.t.T}
-				if g, ok = fk[k]; !ok {
-					g = int32(len(m.triples))
-					fk[k] = g
-					m.triples = append(m.triples, btyd.Triple{X: lt.t.X, TX: lt.t.TX, T: lt.t.T})
-				}
-			} else if g, ok = dk[lt.key]; !ok {
-				g = int32(len(m.triples))
-				dk[lt.key] = g
-				m.triples = append(m.triples, btyd.Triple{X: lt.t.X, TX: lt.t.TX, T: lt.t.T})
-			}
-			m.triples[g].Count += lt.t.Count
-			rm[i] = g
-		}
-		remaps[si] = rm
-	}
-	ck := make(map[uint64]int32, 4096)
-	m.calRemap = make([][]int32, len(shards))
-	for si, s := range shards {
-		rm := make([]int32, len(s.work.calTriples))
-		for i, lt := range s.work.calTriples {
-			g, ok := ck[lt.key]
-			if !ok {
-				g = int32(len(m.calTriples))
-				ck[lt.key] = g
-				m.calTriples = append(m.calTriples, btyd.Triple{X: lt.t.X, TX: lt.t.TX, T: lt.t.T})
-			}
-			m.calTriples[g].Count += lt.t.Count
-			rm[i] = g
-		}
-		m.calRemap[si] = rm
-	}
-	n := 0
-	for _, s := range shards {
-		n += len(s.work.spends)
-	}
-	m.spends = make([]btyd.Spend, 0, n)
-	for _, s := range shards {
-		m.spends = append(m.spends, s.work.spends...)
-		s.work.spends = nil
-	}
-	var wg sync.WaitGroup
-	for si, s := range shards {
-		wg.Add(1)
-		go func(s *shard, rm []int32) {
-			defer wg.Done()
-			for i, t := range s.work.tri {
-				if t >= 0 {
-					s.work.tri[i] = rm[t]
-				}
-			}
-			s.work.triples, s.work.dayKeys, s.work.fltKeys = nil, nil, nil
-			s.work.calKeys = nil
-		}(s, remaps[si])
-	}
-	wg.Wait()
-	return m
+	groups     []holdGroup
+	spends     []btyd.Spend // sorted by X
 }
 
 // parallel runs fn(i) for every shard on its own goroutine.
@@ -308,10 +353,11 @@ func parallel(shards []*shard, fn func(i int, s *shard)) {
 	wg.Wait()
 }
 
-// parallelRange splits [0, n) into w contiguous chunks run concurrently.
-func parallelRange(w, n int, fn func(lo, hi int)) {
+// chunks splits [0, n) into w contiguous chunks run concurrently; fn gets
+// the chunk number.
+func chunks(w, n int, fn func(c, lo, hi int)) {
 	if w <= 1 || n < 1024 {
-		fn(0, n)
+		fn(0, 0, n)
 		return
 	}
 	var wg sync.WaitGroup
@@ -319,9 +365,14 @@ func parallelRange(w, n int, fn func(lo, hi int)) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			fn(i*n/w, (i+1)*n/w)
+			fn(i, i*n/w, (i+1)*n/w)
 		}(i)
 	}
-	fn(0, n/w)
+	fn(0, 0, n/w)
 	wg.Wait()
+}
+
+// parallelRange splits [0, n) into w contiguous chunks run concurrently.
+func parallelRange(w, n int, fn func(lo, hi int)) {
+	chunks(w, n, func(_, lo, hi int) { fn(lo, hi) })
 }

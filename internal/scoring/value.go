@@ -221,24 +221,22 @@ func (j *job) meanDiscount() float64 {
 
 // scoreCustomers computes every customer's expected value (for ranking).
 func (j *job) scoreCustomers() {
+	if len(j.value) != j.total {
+		j.value = make([]float64, j.total)
+	}
 	parallel(j.shards, func(si int, s *shard) {
-		w := &s.work
-		n := int(s.n)
-		if cap(w.value) < n {
-			w.value = make([]float64, n)
-		}
-		w.value = w.value[:n]
 		var sc customer.Scores
 		base := j.base[si]
 		for i := int32(0); i < s.n; i++ {
-			tri := w.tri[i]
+			g := base + int(i)
+			tri := j.tri[g]
 			if tri < 0 {
-				w.value[i] = 0
+				j.value[g] = 0
 				continue
 			}
 			f := s.feat(i)
-			j.customerScores(&f, tri, base+int(i), &sc)
-			w.value[i] = sc.ExpectedValue
+			j.customerScores(&f, tri, g, &sc)
+			j.value[g] = sc.ExpectedValue
 		}
 	})
 }

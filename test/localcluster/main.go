@@ -16,7 +16,7 @@ import (
 )
 
 func main() {
-	kubeconfig := flag.String("kubeconfig", "kubeconfig", "where to write the admin kubeconfig")
+	kubeconfig := flag.String("write-kubeconfig", "kubeconfig", "where to write the admin kubeconfig")
 	crds := flag.String("crds", "", "directory of CRDs to install before the kubeconfig is written")
 	flag.Parse()
 	if err := run(*kubeconfig, *crds); err != nil {

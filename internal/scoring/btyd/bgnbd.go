@@ -109,9 +109,12 @@ type bgEval struct {
 	xf       []float64 // x as float per distinct x
 	// per-evaluation tables
 	lpR, dgR, lpB, dgB, lpAB, dgAB, cx, lnD []float64
-	lnA, invA                               []float64
+	tt                                      []bgTime // per distinct time
 	part                                    []bgPartial
 }
+
+// bgTime holds ln(α+t) and 1/(α+t) side by side: one cache line per lookup.
+type bgTime struct{ lnA, invA float64 }
 
 type bgPartial struct {
 	ll, gr, galpha float64
@@ -128,7 +131,7 @@ func newBGEval(d *Data, modified bool, workers int) *bgEval {
 	for _, p := range []*[]float64{&e.lpR, &e.dgR, &e.lpB, &e.dgB, &e.lpAB, &e.dgAB, &e.cx, &e.lnD} {
 		*p = make([]float64, nx)
 	}
-	e.lnA, e.invA = make([]float64, nt), make([]float64, nt)
+	e.tt = make([]bgTime, nt)
 	e.part = make([]bgPartial, workers)
 	for i := range e.part {
 		e.part[i].sig = make([]float64, nx)
@@ -153,11 +156,12 @@ func (e *bgEval) negLL(theta, grad []float64) float64 {
 	lna := math.Log(a)
 	for k := range d.xs {
 		e.cx[k] = e.lpR[k] + e.lpB[k] - e.lpAB[k]
-		e.lnD[k] = lna - math.Log(b+e.xf[k]-1+float64(off))
+		if n := b + e.xf[k] - 1 + float64(off); n > 0 { // BG/NBD x = 0 has no dropout term
+			e.lnD[k] = lna - math.Log(n)
+		}
 	}
 	for j, t := range d.times {
-		e.lnA[j] = math.Log(alpha + t)
-		e.invA[j] = 1 / (alpha + t)
+		e.tt[j] = bgTime{math.Log(alpha + t), 1 / (alpha + t)}
 	}
 	parallel(e.workers, len(d.tri), func(w, lo, hi int) { e.part[w] = e.sum(e.part[w], r, lo, hi) })
 
@@ -193,22 +197,34 @@ func (e *bgEval) negLL(theta, grad []float64) float64 {
 func (e *bgEval) sum(p bgPartial, r float64, lo, hi int) bgPartial {
 	p.ll, p.gr, p.galpha = 0, 0, 0
 	clear(p.sig)
-	lnA, invA, xf, lnD := e.lnA, e.invA, e.xf, e.lnD
+	tt, xf, lnD := e.tt, e.xf, e.lnD
+	// Triples are sorted by x: Σ count·σ for the current x stays in a register.
+	cur, sigSum := int32(-1), 0.0
 	for _, tr := range e.d.tri[lo:hi] {
+		if tr.xi != cur {
+			if cur >= 0 {
+				p.sig[cur] += sigSum
+			}
+			cur, sigSum = tr.xi, 0
+		}
 		rx := r + xf[tr.xi]
-		lT := lnA[tr.ti]
-		l, gr, ga := -rx*lT, -lT, -rx*invA[tr.ti]
+		T := tt[tr.ti]
+		l, gr, ga := -rx*T.lnA, -T.lnA, -rx*T.invA
 		if e.modified || xf[tr.xi] > 0 { // BG/NBD: the dropout term needs a repeat purchase
-			lt := lnA[tr.txi]
-			sp, sig := softplus(lnD[tr.xi] + rx*(lT-lt))
+			t := tt[tr.txi]
+			dl := T.lnA - t.lnA
+			sp, sig := softplus(lnD[tr.xi] + rx*dl)
 			l += sp
-			gr += sig * (lT - lt)
-			ga += sig * rx * (invA[tr.ti] - invA[tr.txi])
-			p.sig[tr.xi] += tr.c * sig
+			gr += sig * dl
+			ga += sig * rx * (T.invA - t.invA)
+			sigSum += tr.c * sig
 		}
 		p.ll += tr.c * l
 		p.gr += tr.c * gr
 		p.galpha += tr.c * ga
+	}
+	if cur >= 0 {
+		p.sig[cur] += sigSum
 	}
 	return p
 }

@@ -38,6 +38,7 @@ func TestCDNOWBGNBD(t *testing.T) {
 	checkPrinted(t, "LL", res.LogLikelihood, -9582.4, 1)
 	checkRel(t, "LogLikelihood()", m.LogLikelihood(d), res.LogLikelihood, 1e-12)
 	checkPrinted(t, "E[Y(39)|2,30.43,38.86]", m.ExpectedPurchases(39, 2, 30.43, 38.86), 1.226, 3)
+	t.Logf("E[Y(39)|2,30.43,38.86] = %.5f, P(alive) = %.5f", m.ExpectedPurchases(39, 2, 30.43, 38.86), m.PAlive(2, 30.43, 38.86))
 	var total float64
 	for _, c := range cs {
 		total += m.ExpectedPurchases(holdoutWeeks, c.x, c.tx, c.T)
@@ -59,6 +60,7 @@ func TestCDNOWMBGNBD(t *testing.T) {
 	checkRel(t, "b", m.B, 1.6140, 1e-3)
 	checkPrinted(t, "P(alive|2,30.43,38.86)", m.PAlive(2, 30.43, 38.86), 0.7061, 4)
 	checkPrinted(t, "E[Y(39)|2,30.43,38.86]", m.ExpectedPurchases(39, 2, 30.43, 38.86), 1.2627, 4)
+	t.Logf("E[Y(39)|2,30.43,38.86] = %.5f, P(alive) = %.5f", m.ExpectedPurchases(39, 2, 30.43, 38.86), m.PAlive(2, 30.43, 38.86))
 	var total float64
 	for _, c := range cs {
 		total += m.ExpectedPurchases(holdoutWeeks, c.x, c.tx, c.T)
@@ -81,6 +83,7 @@ func TestCDNOWParetoNBD(t *testing.T) {
 	checkRel(t, "LogLikelihood()", m.LogLikelihood(d), res.LogLikelihood, 1e-12)
 	checkPrinted(t, "P(alive|2,30.43,38.86)", m.PAlive(2, 30.43, 38.86), 0.8691, 4)
 	checkPrinted(t, "E[Y(39)|2,30.43,38.86]", m.ExpectedPurchases(39, 2, 30.43, 38.86), 1.4551, 4)
+	t.Logf("E[Y(39)|2,30.43,38.86] = %.5f, P(alive) = %.5f", m.ExpectedPurchases(39, 2, 30.43, 38.86), m.PAlive(2, 30.43, 38.86))
 	var total float64
 	for _, c := range cs {
 		total += m.ExpectedPurchases(holdoutWeeks, c.x, c.tx, c.T)

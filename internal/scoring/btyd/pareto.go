@@ -343,7 +343,8 @@ func (e *paretoEval) sum(r, s float64, lo, hi int) paretoPartial {
 		dq := [4]float64{-s / (A * A), 0, rx / (A * A), 0}
 		tT, tt := tab[tr.ti], tab[tr.txi]
 		pT, pt := pairs[tr.pt], pairs[tr.ptx]
-		dD := [4]float64{tT.lA - tt.lA, rx * (tt.iA - tT.iA) * -1, tT.lB - tt.lB, s * (tt.iB - tT.iB) * -1}
+		// D = (r+x)(ln(α+T) − ln(α+t_x)) + s(ln(β+T) − ln(β+t_x)) and its gradient.
+		dD := [4]float64{tT.lA - tt.lA, rx * (tT.iA - tt.iA), tT.lB - tt.lB, s * (tT.iB - tt.iB)}
 		D := rx*dD[0] + s*dD[2]
 		lF := -rx*tT.lA - s*tT.lB
 		dF := [4]float64{-tT.lA, -rx * tT.iA, -tT.lB, -s * tT.iB}
@@ -358,14 +359,14 @@ func (e *paretoEval) sum(r, s float64, lo, hi int) paretoPartial {
 			for i := range dS {
 				dS[i] = -dq[i]*pT.R - qs*dRT[i] + E*(dq[i]*pt.R+qs*(dD[i]*pt.R+dRt[i]))
 			}
-			ll = lF + math.Log(S)
+			ll = lF + fastLog(S)
 		} else { // factor out e^D: S' = q_s R(t_x) + base·e^−D
 			E := math.Exp(-D)
 			S = qs*pt.R + base*E
 			for i := range dS {
 				dS[i] = dq[i]*pt.R + qs*dRt[i] + E*(-dq[i]*pT.R-qs*dRT[i]-base*dD[i]) + dD[i]*S
 			}
-			ll = lF + D + math.Log(S)
+			ll = lF + D + fastLog(S)
 		}
 		if !(S > 0) {
 			p.ll = math.Inf(-1)

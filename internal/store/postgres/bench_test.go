@@ -22,6 +22,7 @@ import (
 )
 
 var (
+	floorTables int // tables made by PsqlCopyCSV, for unique names
 	benchOnce   sync.Once
 	benchServer *pgtest.Server
 	benchErr    error
@@ -69,8 +70,9 @@ func BenchmarkSnapshot1M(b *testing.B) {
 		}
 		b.ResetTimer()
 		start := time.Now()
-		for i := range b.N {
-			table := fmt.Sprintf("floor_%d", i)
+		for range b.N {
+			floorTables++
+			table := fmt.Sprintf("floor_%d", floorTables)
 			script := fmt.Sprintf(`BEGIN;
 CREATE TABLE %[1]s (customer_id text COLLATE "C" NOT NULL, data bytea NOT NULL);
 \copy %[1]s FROM '%[2]s' (FORMAT csv)
