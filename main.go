@@ -18,10 +18,12 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
 	"github.com/retention-dev/retention-operator/controllers"
+	"github.com/retention-dev/retention-operator/internal/metrics"
 	"github.com/retention-dev/retention-operator/internal/store"
 	// The store drivers register their URL schemes.
 	_ "github.com/retention-dev/retention-operator/internal/store/postgres"
@@ -99,7 +101,12 @@ func runManager(args []string) int {
 		// Not fatal: the reconcilers report StoreUnavailable and retry.
 		log.Error(err, "store not reachable yet", "store", store.Redact(*storeURL))
 	}
-	if err := setupReconcilers(mgr, stores); err != nil {
+	m, err := metrics.New(crmetrics.Registry)
+	if err != nil {
+		log.Error(err, "registering metrics")
+		return 1
+	}
+	if err := setupReconcilers(mgr, stores, m); err != nil {
 		log.Error(err, "setting up reconcilers")
 		return 1
 	}
@@ -120,11 +127,11 @@ func runManager(args []string) int {
 }
 
 // setupReconcilers registers one reconciler per kind.
-func setupReconcilers(mgr ctrl.Manager, stores *controllers.StoreProvider) error {
+func setupReconcilers(mgr ctrl.Manager, stores *controllers.StoreProvider, m *metrics.Metrics) error {
 	rec := mgr.GetEventRecorder("retention-operator")
 	clock := controllers.RealClock{}
 	steps := []interface{ SetupWithManager(ctrl.Manager) error }{
-		&controllers.CustomerSourceReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: clock, Stores: stores},
+		&controllers.CustomerSourceReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: clock, Stores: stores, Metrics: m},
 		&controllers.ChannelReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec},
 		&controllers.SegmentReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock},
 		&controllers.CampaignReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock},

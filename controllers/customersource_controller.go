@@ -2,113 +2,251 @@ package controllers
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+	"github.com/retention-dev/retention-operator/internal/customer"
+	"github.com/retention-dev/retention-operator/internal/metrics"
+	"github.com/retention-dev/retention-operator/internal/scoring"
+	"github.com/retention-dev/retention-operator/internal/source"
+	"github.com/retention-dev/retention-operator/internal/store"
 )
 
-// CustomerSourceReconciler keeps a CustomerSource scored on its refresh interval.
+// snapshotsFinalizer removes a source's snapshots from the store when the
+// CustomerSource is deleted.
+const snapshotsFinalizer = "retention.dev/snapshots"
+
+// snapshotsKept is how many committed snapshots of a source the store keeps.
+const snapshotsKept = 3
+
+// CustomerSourceReconciler keeps a CustomerSource scored on its refresh
+// interval: read the source, score every customer, write a snapshot to the
+// store and make it current, report the fit and the population in status.
+// controller-runtime never reconciles one object twice at once, so there
+// is one scoring at a time per source.
 type CustomerSourceReconciler struct {
 	client.Client
 	// APIReader reads Secrets and ConfigMaps uncached.
-	APIReader  client.Reader
-	Recorder   EventRecorder
-	Clock      Clock
+	APIReader client.Reader
+	Recorder  EventRecorder
+	Clock     Clock
+	// RetryAfter bounds the wait before looking again for a missing
+	// dependency that no watch reports. If zero, 5m.
 	RetryAfter time.Duration
 	// Stores opens the data-plane store where snapshots are written.
 	Stores *StoreProvider
+	// Metrics, when set, receives the source metrics.
+	Metrics *metrics.Metrics
 }
 
-// +kubebuilder:rbac:groups=retention.dev,resources=customersources,verbs=get;list;watch
+// +kubebuilder:rbac:groups=retention.dev,resources=customersources,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=retention.dev,resources=customersources/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=retention.dev,resources=customersources/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get;list;watch
 
-// Reconcile resolves the source's references and scores its customers.
+// Reconcile scores the source when it is due and requeues for the next refresh.
 func (r *CustomerSourceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var cs retentionv1.CustomerSource
 	if err := r.Get(ctx, req.NamespacedName, &cs); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	if !cs.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.finalize(ctx, &cs)
+	}
+	if !controllerutil.ContainsFinalizer(&cs, snapshotsFinalizer) {
+		patch := client.MergeFrom(cs.DeepCopy())
+		controllerutil.AddFinalizer(&cs, snapshotsFinalizer)
+		if err := r.Patch(ctx, &cs, patch); err != nil {
+			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
+		}
+	}
+
 	patcher := newStatusPatcher(r.Client, &cs)
 	before := slices.Clone(cs.Status.Conditions)
+	now := r.Clock.Now()
 
-	_, err := r.resolveInput(ctx, &cs)
-	if err == nil {
-		err = notImplemented("scoring")
+	// 1. Suspended: nothing is refreshed; the current snapshot stays current.
+	if cs.Spec.Suspend {
+		cs.Status.NextScoredTime = nil
+		setCondition(&cs, retentionv1.ConditionReconciling, metav1.ConditionFalse, retentionv1.ReasonSuspended, "refreshes are suspended")
+		return ctrl.Result{}, patcher.Patch(ctx, &cs)
 	}
-	markReady(&cs, err, retentionv1.ReasonSucceeded, "customers scored")
+	// 2. Not due: come back when it is.
+	if wait, due := r.due(&cs, now); !due {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
+	// 3. Score, then record the outcome.
+	msg, err := r.score(ctx, &cs, now)
+	markReady(&cs, err, retentionv1.ReasonSucceeded, msg)
+	meta.RemoveStatusCondition(&cs.Status.Conditions, retentionv1.ConditionReconciling)
+	interval := durationOr(cs.Spec.RefreshInterval, time.Hour)
+	next := now.Add(interval)
+	if err != nil {
+		next = now.Add(r.failureBackoff(&cs, now, interval))
+		r.countScoring(&cs, "failure")
+	}
+	cs.Status.NextScoredTime = &metav1.Time{Time: next}
 	eventForTransition(r.Recorder, &cs, before)
 	if perr := patcher.Patch(ctx, &cs); perr != nil {
 		return ctrl.Result{}, perr
 	}
-	return requeueFor(err, retryAfter(r.RetryAfter))
-}
-
-// sourceInput is what the controller resolved from the cluster for the
-// domain packages: bytes of ConfigMaps and Secrets, DSNs, credentials.
-// Never log it.
-type sourceInput struct {
-	Transactions, Customers []byte
-	TransactionsAuth        *resolvedAuth
-	CustomersAuth           *resolvedAuth
-	DSN                     string
-	HTTPAuth                *resolvedAuth
-}
-
-// resolveInput reads every Secret and ConfigMap the source refers to.
-func (r *CustomerSourceReconciler) resolveInput(ctx context.Context, cs *retentionv1.CustomerSource) (*sourceInput, error) {
-	s := secrets{reader: r.APIReader}
-	in := &sourceInput{}
-	var err error
+	var w *waitingError
+	var s *stalledError
 	switch {
-	case cs.Spec.CSV != nil:
-		if in.Transactions, in.TransactionsAuth, err = r.resolveLocation(ctx, s, cs.Namespace, &cs.Spec.CSV.Transactions); err != nil {
-			return nil, err
-		}
-		if cs.Spec.CSV.Customers != nil {
-			if in.Customers, in.CustomersAuth, err = r.resolveLocation(ctx, s, cs.Namespace, cs.Spec.CSV.Customers); err != nil {
-				return nil, err
-			}
-		}
-	case cs.Spec.Postgres != nil:
-		dsn, err := s.secretKey(ctx, cs.Namespace, cs.Spec.Postgres.DSNSecretRef)
-		if err != nil {
-			return nil, err
-		}
-		in.DSN = string(dsn)
-	case cs.Spec.HTTP != nil:
-		if in.HTTPAuth, err = s.httpAuth(ctx, cs.Namespace, cs.Spec.HTTP.Auth); err != nil {
-			return nil, err
-		}
-	default:
-		return nil, stalled(retentionv1.ReasonInvalidSpec, "exactly one of csv, postgres or http must be set")
+	case errors.As(err, &s):
+		return ctrl.Result{}, nil
+	case err != nil && !errors.As(err, &w):
+		return ctrl.Result{}, err
 	}
-	return in, nil
+	return ctrl.Result{RequeueAfter: next.Sub(now)}, nil
 }
 
-// resolveLocation returns the bytes of a ConfigMap or Secret key, or the
-// credentials for a URL; a path is read later, by the source reader.
-func (r *CustomerSourceReconciler) resolveLocation(ctx context.Context, s secrets, ns string, l *retentionv1.CSVLocation) ([]byte, *resolvedAuth, error) {
-	switch {
-	case l.ConfigMapKeyRef != nil:
-		b, err := s.configMapKey(ctx, ns, *l.ConfigMapKeyRef)
-		return b, nil, err
-	case l.SecretKeyRef != nil:
-		b, err := s.secretKey(ctx, ns, *l.SecretKeyRef)
-		return b, nil, err
-	case l.URL != "":
-		auth, err := s.httpAuth(ctx, ns, l.Auth)
-		return nil, auth, err
+// due reports whether the source should be scored now, or how long to wait.
+// A spec change (new generation) is always due; otherwise the next refresh
+// time in status decides.
+func (r *CustomerSourceReconciler) due(cs *retentionv1.CustomerSource, now time.Time) (time.Duration, bool) {
+	ready := meta.FindStatusCondition(cs.Status.Conditions, retentionv1.ConditionReady)
+	if ready == nil || ready.ObservedGeneration != cs.Generation || cs.Status.NextScoredTime == nil {
+		return 0, true
 	}
-	return nil, nil, nil
+	if ready.Status != metav1.ConditionTrue && isWaitingForReference(ready.Reason) {
+		// A watch brought us here: the missing object may exist now.
+		return 0, true
+	}
+	if wait := cs.Status.NextScoredTime.Sub(now); wait > 0 {
+		return wait, false
+	}
+	return 0, true
+}
+
+// isWaitingForReference reports reasons that a watched object resolves.
+func isWaitingForReference(reason string) bool {
+	switch reason {
+	case retentionv1.ReasonSecretNotFound, retentionv1.ReasonSecretKeyNotFound,
+		retentionv1.ReasonConfigMapNotFound, retentionv1.ReasonConfigMapKeyNotFound:
+		return true
+	}
+	return false
+}
+
+// failureBackoff grows with how long the source has been failing: the wait
+// is as long as the failure has lasted, between 30s and the interval, so
+// retries double without keeping a counter.
+func (r *CustomerSourceReconciler) failureBackoff(cs *retentionv1.CustomerSource, now time.Time, interval time.Duration) time.Duration {
+	d := 30 * time.Second
+	if c := meta.FindStatusCondition(cs.Status.Conditions, retentionv1.ConditionReady); c != nil && c.Status == metav1.ConditionFalse {
+		if since := now.Sub(c.LastTransitionTime.Time); since > d {
+			d = since
+		}
+	}
+	return min(d, interval, retryAfter(r.RetryAfter))
+}
+
+// score reads and scores the source into a new current snapshot and
+// records the outcome in status. It returns the Ready message.
+func (r *CustomerSourceReconciler) score(ctx context.Context, cs *retentionv1.CustomerSource, now time.Time) (string, error) {
+	in, err := r.resolveInput(ctx, cs)
+	if err != nil {
+		return "", err
+	}
+	opts, err := scoringOptions(cs, r.Clock)
+	if err != nil {
+		return "", err
+	}
+	st, err := r.Stores.Get(ctx)
+	if err != nil {
+		return "", err
+	}
+	key := cs.Namespace + "/" + cs.Name
+	w, err := st.SnapshotWrite(ctx, &store.SnapshotWriteParams{Source: key, Meta: map[string]any{"generation": cs.Generation}})
+	if err != nil {
+		return "", waiting(retentionv1.ReasonStoreUnavailable, "starting a snapshot: %v", err)
+	}
+	defer func() { _ = w.Abort() }()
+
+	var bands riskBands
+	emit := func(c *customer.Scored) error {
+		bands.add(c.Scores.PAlive)
+		return w.Add(c)
+	}
+	res, err := scoring.Score(ctx, newReader(cs, in), opts, emit)
+	if err != nil {
+		return "", r.scoringFailure(cs, err)
+	}
+	snap, err := w.Commit()
+	if err != nil {
+		return "", waiting(retentionv1.ReasonStoreUnavailable, "committing the snapshot: %v", err)
+	}
+	if _, err := st.SnapshotPrune(ctx, &store.SnapshotPruneParams{Source: key, Keep: snapshotsKept}); err != nil {
+		// The new snapshot is current; old ones wait for the next prune.
+		ctrl.LoggerFrom(ctx).Error(err, "pruning old snapshots")
+	}
+	recordScoring(cs, res, snap.ID, now, r.Clock.Now().Sub(now))
+	r.observe(cs, res, &bands, now)
+	if res.Rejected > 0 && r.Recorder != nil {
+		r.Recorder.Eventf(cs, nil, corev1.EventTypeWarning, "RejectedRows", "Score",
+			"%d of %d rows rejected; first: %s", res.Rejected, res.Source.Rows, firstRejection(res.Source))
+	}
+	return fmt.Sprintf("scored %d customers with %s (%s)", res.Customers, res.Selected, selectionText(res)), nil
+}
+
+// scoringFailure maps a scoring error to a condition: bad data waits for
+// better data (the previous snapshot stays current), a custom score that
+// cannot compile stalls until the spec changes.
+func (r *CustomerSourceReconciler) scoringFailure(cs *retentionv1.CustomerSource, err error) error {
+	var tooMany *source.TooManyRejectedError
+	var missing *source.MissingColumnError
+	var custom *scoring.CustomScoreError
+	switch {
+	case errors.As(err, &tooMany):
+		cs.Status.RejectedRows = tooMany.Report.Rejected
+		cs.Status.RejectedSamples = rejections(tooMany.Report)
+		return waiting(retentionv1.ReasonTooManyRejectedRows, "%v; the previous snapshot stays current", tooMany)
+	case errors.As(err, &missing):
+		return waiting(retentionv1.ReasonReadFailed, "%v", missing)
+	case errors.As(err, &custom):
+		return stalled(retentionv1.ReasonInvalidRule, "custom score %q: %v", custom.Name, custom.Err)
+	case errors.Is(err, scoring.ErrInvalidOptions):
+		return stalled(retentionv1.ReasonInvalidSpec, "%v", err)
+	case errors.Is(err, scoring.ErrNoCustomers):
+		return waiting(retentionv1.ReasonScoringFailed, "%v", err)
+	}
+	return waiting(retentionv1.ReasonReadFailed, "reading the source: %v", err)
+}
+
+// finalize drops the source's snapshots and metrics, then lets it go.
+func (r *CustomerSourceReconciler) finalize(ctx context.Context, cs *retentionv1.CustomerSource) error {
+	if !controllerutil.ContainsFinalizer(cs, snapshotsFinalizer) {
+		return nil
+	}
+	st, err := r.Stores.Get(ctx)
+	if err != nil {
+		return err
+	}
+	if err := st.SnapshotDeleteBySource(ctx, cs.Namespace+"/"+cs.Name); err != nil {
+		return fmt.Errorf("deleting snapshots: %w", err)
+	}
+	if r.Metrics != nil {
+		r.Metrics.ForgetSource(cs.Namespace, cs.Name)
+	}
+	patch := client.MergeFrom(cs.DeepCopy())
+	controllerutil.RemoveFinalizer(cs, snapshotsFinalizer)
+	return r.Patch(ctx, cs, patch)
 }
 
 // SetupWithManager registers the reconciler; changes of referenced Secrets
@@ -116,6 +254,9 @@ func (r *CustomerSourceReconciler) resolveLocation(ctx context.Context, s secret
 func (r *CustomerSourceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Clock == nil {
 		r.Clock = RealClock{}
+	}
+	if r.Stores == nil {
+		return errors.New("customersource reconciler needs a store")
 	}
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(context.Background(), &retentionv1.CustomerSource{}, indexSecretNames,
@@ -128,9 +269,17 @@ func (r *CustomerSourceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	newList := func() client.ObjectList { return &retentionv1.CustomerSourceList{} }
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&retentionv1.CustomerSource{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&retentionv1.CustomerSource{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, deletionPredicate()))).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referrers(r.Client, newList, indexSecretNames))).
 		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(referrers(r.Client, newList, indexConfigMapNames))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 2}).
 		Named("customersource").
 		Complete(r)
+}
+
+// deletionPredicate passes updates that start a deletion.
+func deletionPredicate() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		return !e.ObjectNew.GetDeletionTimestamp().IsZero()
+	}}
 }

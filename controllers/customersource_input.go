@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"time"
 	"unicode/utf8"
 
@@ -126,4 +127,63 @@ func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
 		return def
 	}
 	return d.Duration
+}
+
+// sourceInput is what the controller resolved from the cluster for the
+// domain packages: bytes of ConfigMaps and Secrets, DSNs, credentials.
+// Never log it.
+type sourceInput struct {
+	Transactions, Customers []byte
+	TransactionsAuth        *resolvedAuth
+	CustomersAuth           *resolvedAuth
+	DSN                     string
+	HTTPAuth                *resolvedAuth
+}
+
+// resolveInput reads every Secret and ConfigMap the source refers to.
+func (r *CustomerSourceReconciler) resolveInput(ctx context.Context, cs *retentionv1.CustomerSource) (*sourceInput, error) {
+	s := secrets{reader: r.APIReader}
+	in := &sourceInput{}
+	var err error
+	switch {
+	case cs.Spec.CSV != nil:
+		if in.Transactions, in.TransactionsAuth, err = r.resolveLocation(ctx, s, cs.Namespace, &cs.Spec.CSV.Transactions); err != nil {
+			return nil, err
+		}
+		if cs.Spec.CSV.Customers != nil {
+			if in.Customers, in.CustomersAuth, err = r.resolveLocation(ctx, s, cs.Namespace, cs.Spec.CSV.Customers); err != nil {
+				return nil, err
+			}
+		}
+	case cs.Spec.Postgres != nil:
+		dsn, err := s.secretKey(ctx, cs.Namespace, cs.Spec.Postgres.DSNSecretRef)
+		if err != nil {
+			return nil, err
+		}
+		in.DSN = string(dsn)
+	case cs.Spec.HTTP != nil:
+		if in.HTTPAuth, err = s.httpAuth(ctx, cs.Namespace, cs.Spec.HTTP.Auth); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, stalled(retentionv1.ReasonInvalidSpec, "exactly one of csv, postgres or http must be set")
+	}
+	return in, nil
+}
+
+// resolveLocation returns the bytes of a ConfigMap or Secret key, or the
+// credentials for a URL; a path is read later, by the source reader.
+func (r *CustomerSourceReconciler) resolveLocation(ctx context.Context, s secrets, ns string, l *retentionv1.CSVLocation) ([]byte, *resolvedAuth, error) {
+	switch {
+	case l.ConfigMapKeyRef != nil:
+		b, err := s.configMapKey(ctx, ns, *l.ConfigMapKeyRef)
+		return b, nil, err
+	case l.SecretKeyRef != nil:
+		b, err := s.secretKey(ctx, ns, *l.SecretKeyRef)
+		return b, nil, err
+	case l.URL != "":
+		auth, err := s.httpAuth(ctx, ns, l.Auth)
+		return nil, auth, err
+	}
+	return nil, nil, nil
 }

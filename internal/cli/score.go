@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"os/signal"
 	"sort"
@@ -630,10 +629,4 @@ func sniffCustomers(path string, delim rune, idCol string) ([]source.Attribute, 
 		attrs = append(attrs, source.Attribute{Name: name, Column: h, Type: typ})
 	}
 	return attrs, cc, nil
-}
-
-// round rounds v to d decimals (for the table).
-func round(v float64, d int) float64 {
-	p := math.Pow(10, float64(d))
-	return math.Round(v*p) / p
 }

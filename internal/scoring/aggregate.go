@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"unsafe"
 
 	"github.com/retention-dev/retention-operator/internal/customer"
 	"github.com/retention-dev/retention-operator/internal/source"
@@ -83,20 +84,31 @@ const (
 	flagSummary                   // features come from a source.Summary
 )
 
+// crec is the per customer record of the read: the id (inline when it is
+// short), flags and the first period's summary, 48 bytes, so that a
+// transaction usually touches one index slot and one record.
+type crec struct {
+	id    [14]byte
+	idLen uint8 // <= 14: inline; longID: in the shard's arena
+	flags uint8
+	a     seg // up to the split day (the whole observed period without a holdout)
+}
+
+const (
+	inlineID = 14
+	longID   = 255
+)
+
 // shard owns the customers whose id hashes to it: an id index and the
 // per customer records. Nothing in it holds a pointer per customer, so the
 // garbage collector has almost nothing to trace however many customers
 // there are.
 type shard struct {
-	p *plan
-	// ids maps the 64-bit hash of an id to the first customer with that
-	// hash; the bytes are compared, and ids whose hash collides with
-	// another's live in dups (practically never).
-	ids   map[uint64]int32
-	dups  map[string]int32
-	arena idArena
-	a, b  paged[seg] // a: up to the split day; b: the holdout (only with a holdout)
-	flags paged[uint8]
+	p     *plan
+	index idIndex
+	recs  paged[crec]
+	b     paged[seg] // the holdout period (only with a holdout)
+	arena idArena    // ids longer than inlineID
 	sums  paged[sumRec]
 	attrs attrStore
 	n     int32
@@ -106,30 +118,102 @@ type shard struct {
 	// err is set when a customer cannot be recorded (too many customers,
 	// an id longer than maxIDLen).
 	err error
+	// touch keeps the prefetching loads from being optimised away.
+	touch uint64
 }
 
 func newShard(p *plan) *shard {
-	return &shard{p: p, ids: make(map[uint64]int32, 1<<12)}
+	s := &shard{p: p}
+	s.index.init(12)
+	return s
+}
+
+// idIndex is an open-addressing hash index from customer id to index:
+// slots hold the high 32 bits of the id's hash (the tag) and the index
+// plus one; the position is the tag's top bits, probing linearly. A tag
+// match is confirmed by comparing the id in the record, which the caller
+// reads next anyway.
+type idIndex struct {
+	slots []uint64
+	shift uint // 32 - log2(len(slots))
+	n     int
+}
+
+func (t *idIndex) init(bits uint) {
+	t.slots = make([]uint64, 1<<bits)
+	t.shift = 32 - bits
+	t.n = 0
+}
+
+func (t *idIndex) grow() {
+	old := t.slots
+	t.init(32 - t.shift + 1)
+	mask := uint64(len(t.slots) - 1)
+	for _, v := range old {
+		if v == 0 {
+			continue
+		}
+		pos := (v >> 32) >> t.shift
+		for t.slots[pos] != 0 {
+			pos = (pos + 1) & mask
+		}
+		t.slots[pos] = v
+		t.n++
+	}
+}
+
+// idEqual reports whether customer idx has the given id.
+func (s *shard) idEqual(r *crec, idx int32, id []byte) bool {
+	if r.idLen != longID {
+		return int(r.idLen) == len(id) && string(r.id[:r.idLen]) == string(id)
+	}
+	return string(s.arena.get(idx)) == string(id)
+}
+
+// id returns customer idx's id, sharing the record's or arena's bytes.
+func (s *shard) id(idx int32) string {
+	r := s.recs.at(idx)
+	if r.idLen != longID {
+		if r.idLen == 0 {
+			return ""
+		}
+		return unsafe.String(&r.id[0], int(r.idLen))
+	}
+	return s.arena.str(idx)
+}
+
+// find returns the index of the customer with id (hash h), or -1 and the
+// free slot where it would go.
+func (s *shard) find(h uint64, id []byte) (int32, uint64) {
+	t := &s.index
+	tag := h >> 32
+	mask := uint64(len(t.slots) - 1)
+	pos := tag >> t.shift
+	for {
+		v := t.slots[pos]
+		if v == 0 {
+			return -1, pos
+		}
+		if v>>32 == tag {
+			idx := int32(uint32(v) - 1)
+			if s.idEqual(s.recs.at(idx), idx, id) {
+				return idx, pos
+			}
+		}
+		pos = (pos + 1) & mask
+	}
 }
 
 // intern returns the index of the customer with id (hash h), adding it
 // when it is new; -1 when it cannot be added.
 func (s *shard) intern(h uint64, id []byte) int32 {
-	idx, ok := s.ids[h]
-	if ok {
-		if string(s.arena.get(idx)) == string(id) {
-			return idx
-		}
-		if s.dups == nil {
-			s.dups = map[string]int32{}
-		}
-		if idx, ok := s.dups[string(id)]; ok {
-			return idx
-		}
+	idx, pos := s.find(h, id)
+	if idx >= 0 {
+		return idx
 	}
 	switch {
-	case s.n == math.MaxInt32:
-		s.err = fmt.Errorf("scoring: more than %d customers in one shard", math.MaxInt32)
+	case s.n == math.MaxInt32-1:
+		s.err = fmt.Errorf("scoring: more than %d customers in one shard", math.MaxInt32-1)
 		return -1
 	case len(id) > maxIDLen:
 		s.err = fmt.Errorf("scoring: a customer id is longer than %d bytes", maxIDLen)
@@ -138,34 +222,31 @@ func (s *shard) intern(h uint64, id []byte) int32 {
 	idx = s.n
 	s.n++
 	n := int(s.n)
-	s.arena.refs.grow(n)
-	s.arena.add(idx, id)
-	if ok {
-		s.dups[string(id)] = idx
+	s.recs.grow(n)
+	r := s.recs.at(idx)
+	if len(id) <= inlineID {
+		r.idLen = uint8(copy(r.id[:], id))
 	} else {
-		s.ids[h] = idx
+		r.idLen = longID
+		s.arena.refs.grow(n)
+		s.arena.add(idx, id)
 	}
-	s.a.grow(n)
 	if s.p.holdout {
 		s.b.grow(n)
 	}
-	s.flags.grow(n)
+	t := &s.index
+	t.slots[pos] = (h>>32)<<32 | uint64(idx+1)
+	t.n++
+	if 2*t.n > len(t.slots) {
+		t.grow()
+	}
 	return idx
 }
 
 // lookup returns the index of a known customer, or -1.
 func (s *shard) lookup(h uint64, id []byte) int32 {
-	idx, ok := s.ids[h]
-	if !ok {
-		return -1
-	}
-	if string(s.arena.get(idx)) == string(id) {
-		return idx
-	}
-	if idx, ok := s.dups[string(id)]; ok {
-		return idx
-	}
-	return -1
+	idx, _ := s.find(h, id)
+	return idx
 }
 
 // txn aggregates one transaction (day <= the observation end).
@@ -175,19 +256,19 @@ func (s *shard) txn(h uint64, id []byte, day int32, amt float64) {
 		return
 	}
 	s.txns++
-	sg := s.a.at(idx)
+	r := s.recs.at(idx)
+	sg := &r.a
 	if day > s.p.split {
 		sg = s.b.at(idx)
 	}
-	fl := s.flags.at(idx)
-	if sg.add(day, amt) && *fl&flagDirty == 0 {
-		*fl |= flagDirty
+	if sg.add(day, amt) && r.flags&flagDirty == 0 {
+		r.flags |= flagDirty
 		s.dirty++
 	}
 	if day > s.p.lastFrom {
-		*fl |= flagLast
+		r.flags |= flagLast
 	} else if day > s.p.prevFrom {
-		*fl |= flagPrev
+		r.flags |= flagPrev
 	}
 }
 
@@ -200,10 +281,11 @@ func (s *shard) record(r *rec, kvs []kv) {
 	if r.summary {
 		s.sums.grow(int(idx) + 1)
 		*s.sums.at(idx) = r.sum
-		if *s.flags.at(idx)&flagSummary == 0 {
+		fl := &s.recs.at(idx).flags
+		if *fl&flagSummary == 0 {
 			s.nsums++
 		}
-		*s.flags.at(idx) |= flagSummary
+		*fl |= flagSummary
 		if len(kvs) == 0 && r.contact == (customer.Contact{}) && !s.attrs.known.has(idx) {
 			return
 		}
@@ -213,21 +295,47 @@ func (s *shard) record(r *rec, kvs []kv) {
 
 // apply aggregates a batch in order.
 func (s *shard) apply(b *batch) {
-	start := int32(0)
 	row := 0
-	runTo := func(pos int) {
-		for ; row < pos; row++ {
-			end := b.ends[row]
-			s.txn(b.hashes[row], b.ids[start:end], b.days[row], b.amts[row])
-			start = end
-		}
-	}
+	start := int32(0)
 	for i := range b.recs {
 		r := &b.recs[i]
-		runTo(r.pos)
+		start = s.rows(b, row, r.pos, start)
+		row = r.pos
 		s.record(r, b.kvs[r.kvFrom:r.kvTo])
 	}
-	runTo(len(b.days))
+	s.rows(b, row, len(b.days), start)
+}
+
+// prefetchGroup is how many rows' index slots and records are touched
+// before the rows are applied: the loads are independent, so their cache
+// misses overlap instead of following one another.
+const prefetchGroup = 16
+
+// rows applies transactions [from, to) of b (start: the first's id offset)
+// and returns the id offset after them.
+func (s *shard) rows(b *batch, from, to int, start int32) int32 {
+	t := &s.index
+	for g := from; g < to; g += prefetchGroup {
+		end := min(g+prefetchGroup, to)
+		slots, shift := t.slots, t.shift
+		var touch uint64
+		for r := g; r < end; r++ {
+			touch += slots[(b.hashes[r]>>32)>>shift]
+		}
+		for r := g; r < end; r++ {
+			h := b.hashes[r]
+			if v := slots[(h>>32)>>shift]; v>>32 == h>>32 && v != 0 {
+				touch += uint64(s.recs.at(int32(uint32(v) - 1)).idLen)
+			}
+		}
+		s.touch += touch
+		for r := g; r < end; r++ {
+			e := b.ends[r]
+			s.txn(b.hashes[r], b.ids[start:e], b.days[r], b.amts[r])
+			start = e
+		}
+	}
+	return start
 }
 
 // rec is a customer or summary record in transit to its shard.
@@ -276,7 +384,6 @@ type aggregator struct {
 	late   int64
 	seen   int64
 	prog   *progress
-	kvs    []kv
 	closed bool
 }
 
@@ -285,6 +392,8 @@ var _ source.Sink = (*aggregator)(nil)
 func newAggregator(p *plan, shards []*shard, prog *progress) *aggregator {
 	a := &aggregator{p: p, shards: shards, prog: prog}
 	if len(shards) == 1 {
+		// One shard: the batches are applied on the reader's goroutine.
+		a.cur = []*batch{newBatch()}
 		return a
 	}
 	for i, sh := range shards {
@@ -334,10 +443,6 @@ func (a *aggregator) Transaction(t *source.Transaction) error {
 		return nil
 	}
 	h := hashID(t.CustomerID)
-	if len(a.shards) == 1 {
-		a.shards[0].txn(h, t.CustomerID, t.Day, t.Amount)
-		return nil
-	}
 	s := shardOfHash(h, len(a.shards))
 	b := a.cur[s]
 	b.hashes = append(b.hashes, h)
@@ -352,6 +457,11 @@ func (a *aggregator) Transaction(t *source.Transaction) error {
 }
 
 func (a *aggregator) flush(s int) {
+	if len(a.shards) == 1 {
+		a.shards[0].apply(a.cur[0])
+		a.cur[0].reset()
+		return
+	}
 	a.work[s] <- a.cur[s]
 	b := <-a.free[s]
 	b.reset()
@@ -359,14 +469,6 @@ func (a *aggregator) flush(s int) {
 }
 
 func (a *aggregator) send(r rec, attrs customer.Attributes) {
-	if len(a.shards) == 1 {
-		a.kvs = a.kvs[:0]
-		for k, v := range attrs {
-			a.kvs = append(a.kvs, kv{k, v})
-		}
-		a.shards[0].record(&r, a.kvs)
-		return
-	}
 	s := shardOfHash(hashID(r.id), len(a.shards))
 	b := a.cur[s]
 	r.pos = len(b.days)
@@ -404,11 +506,14 @@ func (a *aggregator) Summary(m *source.Summary) error {
 // close hands the last batches to the shards and waits for them. It is
 // safe to call twice.
 func (a *aggregator) close() {
-	if a.closed || len(a.shards) == 1 {
-		a.closed = true
+	if a.closed {
 		return
 	}
 	a.closed = true
+	if len(a.shards) == 1 {
+		a.flush(0)
+		return
+	}
 	for s := range a.shards {
 		if b := a.cur[s]; len(b.days) > 0 || len(b.recs) > 0 {
 			a.work[s] <- b

@@ -108,8 +108,9 @@ func mix64(a, b uint64) uint64 {
 	return hi ^ lo
 }
 
-// shardOfHash maps a hash onto one of n shards.
-func shardOfHash(h uint64, n int) int { return int((h >> 32) * uint64(n) >> 32) }
+// shardOfHash maps a hash onto one of n shards, by its low 32 bits (the
+// high ones place the customer within the shard's index).
+func shardOfHash(h uint64, n int) int { return int(uint64(uint32(h)) * uint64(n) >> 32) }
 
 // bitset is a growable set of small non-negative integers.
 type bitset []uint64

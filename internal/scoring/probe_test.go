@@ -3,27 +3,35 @@ package scoring
 import (
 	"context"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"testing"
 	"time"
-	"os"
 
 	"github.com/retention-dev/retention-operator/internal/scoring/btyd"
 )
 
 func TestProbeGG(t *testing.T) {
-	if os.Getenv("SCORING_BENCH_CSV") == "" { t.Skip() }
+	if os.Getenv("SCORING_BENCH_CSV") == "" {
+		t.Skip()
+	}
 	b := &testing.B{}
 	_ = b
 	p, _ := benchOptions().compile()
 	j := newJob(p, nil)
-	if err := j.read(context.Background(), benchReader(benchData())); err != nil { t.Fatal(err) }
-	if err := j.summarize(); err != nil { t.Fatal(err) }
+	if err := j.read(context.Background(), benchReader(benchData())); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.summarize(); err != nil {
+		t.Fatal(err)
+	}
 	sp := j.m.spends
 	run := func(name string, s []btyd.Spend, o btyd.FitOptions) {
 		t0 := time.Now()
 		sd, err := btyd.NewSpendData(s)
-		if err != nil { t.Fatal(err) }
+		if err != nil {
+			t.Fatal(err)
+		}
 		t1 := time.Now()
 		gg, fr, err := btyd.FitGammaGamma(context.Background(), sd, o)
 		t.Logf("%s: newdata %v fit %v: %+v %+v %v", name, t1.Sub(t0), time.Since(t1), gg, fr, err)

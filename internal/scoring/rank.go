@@ -194,7 +194,7 @@ func (j *job) rankValue() {
 			} else if x > 0 {
 				pop.AtRisk++
 			}
-			fl := *s.flags.at(i)
+			fl := s.recs.at(i).flags
 			if fl&flagPrev != 0 {
 				pop.RetentionBase++
 				if fl&flagLast != 0 {

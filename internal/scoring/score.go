@@ -220,7 +220,7 @@ func (j *job) rescan(ctx context.Context, r source.Reader) error {
 		si := shardOfHash(h, n)
 		s := j.shards[si]
 		idx := s.lookup(h, t.CustomerID)
-		if idx < 0 || *s.flags.at(idx)&flagDirty == 0 {
+		if idx < 0 || s.recs.at(idx).flags&flagDirty == 0 {
 			return nil
 		}
 		sp[si].keys = append(sp[si].keys, uint64(idx)<<32|signedKey(t.Day))
@@ -242,7 +242,7 @@ func (j *job) rescan(ctx context.Context, r source.Reader) error {
 		}
 		for i := 0; i < len(keys); {
 			idx := int32(keys[i] >> 32)
-			a := s.a.at(idx)
+			a := &s.recs.at(idx).a
 			var b *seg
 			old := a.rows
 			*a = seg{}
@@ -251,7 +251,7 @@ func (j *job) rescan(ctx context.Context, r source.Reader) error {
 				old += b.rows
 				*b = seg{}
 			}
-			fl := s.flags.at(idx)
+			fl := &s.recs.at(idx).flags
 			*fl &^= flagDirty | flagPrev | flagLast
 			var rows int64
 			for ; i < len(keys) && int32(keys[i]>>32) == idx; i++ {
@@ -282,7 +282,7 @@ func (j *job) fill(si int, s *shard, idx int32, rec *customer.Scored) {
 	f := s.feat(idx)
 	g := j.base[si] + int(idx)
 	tri := j.tri[g]
-	rec.ID = s.arena.str(idx)
+	rec.ID = s.id(idx)
 	rec.Features = customer.Features{
 		Frequency: f.x, Recency: f.tx, Age: f.T, Monetary: finite(f.mv),
 		Transactions: f.rows, TotalSpend: finite(f.total),

@@ -29,7 +29,7 @@ type feat struct {
 // feat returns customer idx's features over the whole observed period.
 func (s *shard) feat(idx int32) (f feat) {
 	p := s.p
-	if *s.flags.at(idx)&flagSummary != 0 {
+	if s.recs.at(idx).flags&flagSummary != 0 {
 		m := s.sums.at(idx)
 		f = feat{scored: true, summary: true, x: m.x, tx: m.tx, T: m.T, mv: m.mv}
 		f.tenDays = int32(math.Round(m.T * p.unit))
@@ -41,7 +41,7 @@ func (s *shard) feat(idx int32) (f feat) {
 		f.dayMean = m.mv
 		return f
 	}
-	g := *s.a.at(idx)
+	g := s.recs.at(idx).a
 	if p.holdout {
 		g = g.merge(*s.b.at(idx))
 	}
@@ -121,12 +121,12 @@ func (j *job) summarize() error {
 				st.maxX = max(st.maxX, f.x)
 				st.maxT = max(st.maxT, f.tenDays)
 				st.maxTx = max(st.maxTx, f.last-f.first)
-				fa := s.a.at(i).firstAmt
-				if p.holdout && s.a.at(i).days == 0 {
+				fa := s.recs.at(i).a.firstAmt
+				if p.holdout && s.recs.at(i).a.days == 0 {
 					fa = s.b.at(i).firstAmt
 				}
 				st.firstSum += fa
-				if c := s.a.at(i); p.holdout && c.days > 0 {
+				if c := &s.recs.at(i).a; p.holdout && c.days > 0 {
 					st.cal++
 					st.maxCX = max(st.maxCX, c.days-1)
 					st.maxCT = max(st.maxCT, p.split-c.first)
@@ -285,8 +285,8 @@ func (j *job) summarize() error {
 		parallel(j.shards, func(si int, s *shard) {
 			pos := calPos[si]
 			for i := int32(0); i < s.n; i++ {
-				c := s.a.at(i)
-				if c.days == 0 || *s.flags.at(i)&flagSummary != 0 {
+				c := &s.recs.at(i).a
+				if c.days == 0 || s.recs.at(i).flags&flagSummary != 0 {
 					continue
 				}
 				keys[pos] = cpk.key(c.days-1, p.split-c.first, c.last-c.first)
