@@ -2,6 +2,8 @@
 // Kubernetes objects. Subcommands:
 //
 //	manager   (default) the operator: reconcilers, metrics, health probes
+//	score     scores a CSV offline, with the operator's scoring code
+//	generate  writes synthetic customers and transactions
 //	version   prints the version
 package main
 
@@ -23,6 +25,7 @@ import (
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
 	"github.com/retention-dev/retention-operator/controllers"
+	"github.com/retention-dev/retention-operator/internal/cli"
 	"github.com/retention-dev/retention-operator/internal/metrics"
 	"github.com/retention-dev/retention-operator/internal/store"
 	// The store drivers register their URL schemes.
@@ -41,6 +44,10 @@ func main() {
 	switch cmd {
 	case "manager":
 		os.Exit(runManager(args))
+	case "score":
+		os.Exit(cli.Score(args, os.Stdout, os.Stderr))
+	case "generate":
+		os.Exit(cli.Generate(args, os.Stdout, os.Stderr))
 	case "version":
 		fmt.Println(version)
 	case "help":
@@ -57,6 +64,8 @@ func usage() {
 
 commands:
   manager   run the operator (default)
+  score     score a CSV offline and print the fitted models (score -h)
+  generate  write synthetic customers and transactions (generate -h)
   version   print the version
 `)
 }

@@ -96,6 +96,10 @@ func modelStatus(res *scoring.Result) *retentionv1.ModelStatus {
 		}
 		if f.Period == scoring.Observation || m.Parameters == nil {
 			m.Parameters = params(f.Params)
+			m.Period = "Calibration"
+			if f.Period == scoring.Observation {
+				m.Period = "Observation"
+			}
 			m.Converged = f.Converged
 			m.Iterations = int32(f.Iterations)
 			m.LogLikelihood = ""

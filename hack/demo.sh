@@ -42,8 +42,16 @@ bin/retention-operator manager --store "sqlite://$DEMO_DIR/retention.db" --metri
   >"$DEMO_DIR/operator.log" 2>&1 &
 pids+=($!)
 
-say "applying config/samples in namespace $NS"
+say "generating a shop's purchase history (retention-operator generate)"
+end=$(date -u +%F)
+start=$(date -u -d "$end - 2 years" +%F)
+bin/retention-operator generate --customers "${DEMO_CUSTOMERS:-5000}" --seed 42 --start "$start" --end "$end" \
+  --transactions "$DEMO_DIR/transactions.csv.gz" --customers-file "$DEMO_DIR/customers.csv.gz" | sed 's/^/  /'
 "$KUBECTL" create namespace "$NS" >/dev/null
+"$KUBECTL" create configmap shop-data -n "$NS" \
+  --from-file=transactions.csv.gz="$DEMO_DIR/transactions.csv.gz" --from-file=customers.csv.gz="$DEMO_DIR/customers.csv.gz" >/dev/null
+
+say "applying config/samples in namespace $NS"
 "$KUBECTL" apply -n "$NS" -k config/samples
 
 say "a bad manifest is rejected by the API server, naming the field"
@@ -60,8 +68,18 @@ spec:
   holdoutPercent: 80
 YAML
 
-# Give the reconcilers a moment to resolve references and write status.
 "$KUBECTL" wait -n "$NS" --for=condition=Ready --timeout=20s channel/shop-webhook >/dev/null
+if ! "$KUBECTL" wait -n "$NS" --for=condition=Ready --timeout=120s customersource/shop >/dev/null; then
+  "$KUBECTL" get customersource shop -n "$NS" -o yaml; tail -20 "$DEMO_DIR/operator.log"; exit 1
+fi
+
+say "the scored source (kubectl get customersource shop -o jsonpath=...)"
+"$KUBECTL" get customersource shop -n "$NS" -o jsonpath='  customers {.status.customers}, transactions {.status.transactions}, snapshot {.status.snapshotID}, scored in {.status.duration}
+  model used: {.status.model.selected}
+{range .status.model.models[*]}  {.name} ({.period} fit): {.parameters}  log-likelihood {.logLikelihood}  holdout: MAE {.holdoutMAE}, predicted {.holdoutPredicted} vs actual {.holdoutActual} repeat purchases
+{end}  spend: {.status.model.spend.name} {.status.model.spend.parameters}
+  population: active {.status.population.active}, at risk {.status.population.atRisk}, retention rate {.status.population.retentionRatePercent}% over the last quarter, total expected value {.status.population.totalExpectedValue}
+'
 
 say "kubectl get retention -n $NS"
 "$KUBECTL" get retention -n "$NS"

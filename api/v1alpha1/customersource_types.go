@@ -395,6 +395,13 @@ type FittedModel struct {
 	// name of the model.
 	Name string `json:"name"`
 
+	// period the parameters were fitted on: Observation (the whole observed
+	// period, the fit whose scores are published) or Calibration (the
+	// observed period less the holdout, the fit whose forecast is checked).
+	// Log-likelihoods compare only between fits on the same period.
+	// +optional
+	Period string `json:"period,omitempty"`
+
 	// parameters by name (r, alpha, a, b, s, beta, p, q, v), as decimal strings.
 	// +optional
 	Parameters map[string]string `json:"parameters,omitempty"`

@@ -127,21 +127,45 @@ func (r *ranker) radixSort(keys []uint64, ids []uint32) ([]uint64, []uint32) {
 	return src, sid
 }
 
+// rankKind selects the key of a ranking pass.
+type rankKind int
+
+const (
+	rankRecency   rankKind = iota // more recent is better: MaxInt32 − recency days
+	rankFrequency                 // repeat purchase days
+	rankMonetary                  // mean value of a purchase day
+	rankValue                     // expected value
+)
+
 // rankKeys builds (key, global id) of every scored customer, shard by
 // shard in parallel, and counts them into cnt.
-func (j *job) rankKeys(cnt []uint32, key func(f *feat, s *shard, g int32) uint64) {
+func (j *job) rankKeys(cnt []uint32, kind rankKind) {
 	r := &j.ranker
 	keys, ids := r.buffers(int(j.scored))
 	parallel(j.shards, func(si int, s *shard) {
 		pos := j.dense[si]
 		base := j.base[si]
 		for i := int32(0); i < s.n; i++ {
-			if j.tri[base+int(i)] < 0 {
+			g := base + int(i)
+			if j.tri[g] < 0 {
 				continue
 			}
-			f := s.feat(i)
-			keys[pos] = key(&f, s, int32(base+int(i)))
-			ids[pos] = uint32(base + int(i))
+			var k uint64
+			if kind == rankValue {
+				k = sortableFloat(j.value[g])
+			} else {
+				f := s.feat(i)
+				switch kind {
+				case rankRecency:
+					k = uint64(math.MaxInt32 - int64(f.recDays))
+				case rankFrequency:
+					k = uint64(f.x)
+				default:
+					k = sortableFloat(f.dayMean)
+				}
+			}
+			keys[pos] = k
+			ids[pos] = uint32(g)
 			pos++
 		}
 	})
@@ -155,17 +179,15 @@ func (j *job) rankRFM() {
 	j.recCnt = make([]uint32, g)
 	j.freqCnt = make([]uint32, g)
 	j.monCnt = make([]uint32, g)
-	j.rankKeys(j.recCnt, func(f *feat, _ *shard, _ int32) uint64 {
-		return uint64(math.MaxInt32 - int64(f.recDays))
-	})
-	j.rankKeys(j.freqCnt, func(f *feat, _ *shard, _ int32) uint64 { return uint64(f.x) })
-	j.rankKeys(j.monCnt, func(f *feat, _ *shard, _ int32) uint64 { return sortableFloat(f.dayMean) })
+	j.rankKeys(j.recCnt, rankRecency)
+	j.rankKeys(j.freqCnt, rankFrequency)
+	j.rankKeys(j.monCnt, rankMonetary)
 }
 
 // rankValue ranks expected value and sums the population summary.
 func (j *job) rankValue() {
 	j.valCnt = make([]uint32, j.total)
-	j.rankKeys(j.valCnt, func(_ *feat, _ *shard, g int32) uint64 { return sortableFloat(j.value[g]) })
+	j.rankKeys(j.valCnt, rankValue)
 	thr := j.p.o.AtRiskThreshold
 	pops := make([]Population, len(j.shards))
 	parallel(j.shards, func(si int, s *shard) {

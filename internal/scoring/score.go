@@ -12,6 +12,7 @@ package scoring
 
 import (
 	"context"
+	"runtime"
 	"errors"
 	"fmt"
 	"time"
@@ -119,6 +120,11 @@ func Score(ctx context.Context, r source.Reader, opts Options, emit func(*custom
 	if err := j.summarize(); err != nil {
 		return nil, err
 	}
+	// The sort buffers are not needed while fitting; the ranking makes
+	// new ones. Collecting now, with the read's index and batches gone,
+	// sets the heap goal from a small live heap before the fits allocate.
+	j.ranker = ranker{}
+	runtime.GC()
 	stage(&res.Durations.Summarize)
 	if err := j.fit(ctx); err != nil {
 		return nil, err
@@ -194,6 +200,7 @@ func (j *job) read(ctx context.Context, r source.Reader) error {
 	}
 	for _, s := range j.shards {
 		res.Transactions += s.txns
+		s.index = idIndex{} // only the read looks customers up by id
 	}
 	return nil
 }
