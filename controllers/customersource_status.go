@@ -219,4 +219,3 @@ func (r *CustomerSourceReconciler) countScoring(cs *retentionv1.CustomerSource, 
 		r.Metrics.SourceScoringsTotal.WithLabelValues(cs.Namespace, cs.Name, result).Inc()
 	}
 }
-

@@ -39,8 +39,8 @@ var (
 	// suiteStores is the SQLite store of the suite's manager.
 	suiteStores *StoreProvider
 	testScheme  = runtime.NewScheme()
-	k8sClient  client.Client
-	restConfig *rest.Config
+	k8sClient   client.Client
+	restConfig  *rest.Config
 )
 
 func TestMain(m *testing.M) {

@@ -126,13 +126,8 @@ func (noSizes) EstimateCallCost(string, string, *checker.AstNode, []checker.AstN
 	return nil
 }
 
-// compileCustomScores compiles every score once, type-checked against the
-// variables above; an expression that does not compile, does not yield a
-// number or may cost more than limit is a *CustomScoreError.
-func compileCustomScores(scores []CustomScore, limit uint64) ([]customProgram, error) {
-	if len(scores) == 0 {
-		return nil, nil
-	}
+// newCELEnv declares the customer variables.
+func newCELEnv() (*cel.Env, error) {
 	opts := []cel.EnvOption{cel.CrossTypeNumericComparisons(true)}
 	for _, v := range celVars {
 		opts = append(opts, cel.Variable(v.name, v.typ))
@@ -140,6 +135,20 @@ func compileCustomScores(scores []CustomScore, limit uint64) ([]customProgram, e
 	env, err := cel.NewEnv(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("scoring: CEL environment: %w", err)
+	}
+	return env, nil
+}
+
+// compileCustomScores compiles every score once, type-checked against the
+// variables above; an expression that does not compile, does not yield a
+// number or may cost more than limit is a *CustomScoreError.
+func compileCustomScores(scores []CustomScore, limit uint64) ([]customProgram, error) {
+	if len(scores) == 0 {
+		return nil, nil
+	}
+	env, err := newCELEnv()
+	if err != nil {
+		return nil, err
 	}
 	seen := map[string]bool{}
 	var out []customProgram

@@ -188,6 +188,9 @@ func (e *bgEval) negLL(theta, grad []float64) float64 {
 			}
 		}
 	}
+	if !isFinite(ll) {
+		return math.Inf(1)
+	}
 	inv := -1 / d.total
 	grad[0], grad[1], grad[2], grad[3] = inv*gr*r, inv*galpha*alpha, inv*ga*a, inv*gb*b
 	return inv * ll

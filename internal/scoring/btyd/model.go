@@ -30,7 +30,8 @@ type Model interface {
 	// Params returns the parameters by name: "r","alpha","a","b" (BG/NBD,
 	// MBG/NBD) or "r","alpha","s","beta" (Pareto/NBD).
 	Params() map[string]float64
-	// LogLikelihood returns the log-likelihood of d (-Inf for invalid parameters).
+	// LogLikelihood returns the log-likelihood of d: -Inf for invalid
+	// parameters or where it cannot be evaluated (never NaN).
 	LogLikelihood(d *Data) float64
 	// PAlive returns P(alive at T | x, t_x, T).
 	PAlive(x int32, tx, T float64) float64
