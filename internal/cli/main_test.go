@@ -12,7 +12,8 @@ import (
 //	RETENTION_CLI_RUN=score ./cli.test --csv FILE ...
 //
 // RETENTION_CLI_RUN=csvscan FILE times a plain encoding/csv scan of FILE
-// (the floor of any CSV scoring).
+// (the floor of any CSV scoring); sourcescan FILE the internal/source
+// reader into a counting sink (the floor of the read stage).
 func TestMain(m *testing.M) {
 	if cmd := os.Getenv("RETENTION_CLI_RUN"); cmd != "" {
 		args := os.Args[1:]
@@ -23,6 +24,8 @@ func TestMain(m *testing.M) {
 			os.Exit(Generate(args, os.Stdout, os.Stderr))
 		case "csvscan":
 			os.Exit(csvScan(args, os.Stdout, os.Stderr))
+		case "sourcescan":
+			os.Exit(sourceScan(args, os.Stdout, os.Stderr))
 		}
 		fmt.Fprintf(os.Stderr, "unknown RETENTION_CLI_RUN command %q\n", cmd)
 		os.Exit(2)

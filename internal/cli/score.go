@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -76,7 +77,7 @@ type scoreCmd struct {
 	customerCol, dateCol, amountCol     string
 	layout, delimiter, timeUnit         string
 	calEnd, holdoutEnd, model, output   string
-	plot                                string
+	plot, cpuProfile                    string
 	horizon, discount, atRisk, maxRejct float64
 	progress, stats                     bool
 	workers                             int
@@ -114,6 +115,7 @@ func (c *scoreCmd) flags(stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.plot, "plot", "", "write a PNG `file` of the holdout table (needs --holdout-end)")
 	fs.BoolVar(&c.progress, "progress", false, "show a progress bar on stderr even when it is not a terminal")
 	fs.BoolVar(&c.stats, "stats", false, "also print stage durations and peak memory")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the scoring to `file` (go tool pprof)")
 	fs.IntVar(&c.workers, "workers", 0, "goroutines for aggregation and scoring (default min(2, CPUs))")
 	fs.Var(&c.scores, "score", "custom score `NAME=CEL` (repeatable), e.g. risk=(1.0-customer.pAlive)*customer.expectedValue")
 	fs.Usage = func() {
@@ -273,6 +275,17 @@ func runScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if c.progress || isTerminal(stderr) {
 		o.Progress = stderr
 		o.ProgressBytes = func() (int64, int64) { return cnt.done, cnt.total }
+	}
+	if c.cpuProfile != "" {
+		f, err := os.Create(c.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var (
 		n         int64

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -64,12 +65,19 @@ func (j *job) holdoutUsable() (bool, string) {
 // is published (see Score).
 func (j *job) fit(ctx context.Context) error {
 	res := j.res
+	// The Gamma-Gamma input is built first and alone, and its fit then runs
+	// beside the transaction models: building btyd's inputs is what
+	// allocates most, and doing it one at a time keeps the peak heap lower.
+	sd := j.spendData()
+	runtime.GC()
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		j.fitSpend(ctx)
-	}()
+	if sd != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			j.fitSpend(ctx, sd)
+		}()
+	}
 	defer wg.Wait()
 
 	full, err := btyd.NewData(j.m.triples)
@@ -243,9 +251,9 @@ func (j *job) holdoutReport(m btyd.Model, horizon float64) btyd.HoldoutReport {
 // spendGradTol is the default gradient tolerance of the Gamma-Gamma fit.
 const spendGradTol = 1e-6
 
-// fitSpend fits Gamma-Gamma on the repeat buyers, or records why expected
-// spend falls back to observed means.
-func (j *job) fitSpend(ctx context.Context) {
+// spendData builds the Gamma-Gamma input, or records why there is none
+// (nil).
+func (j *job) spendData() *btyd.SpendData {
 	sp := &j.res.Spend
 	st := &j.spendStats
 	sp.Customers, sp.Excluded = int64(len(j.m.spends)), st.excluded
@@ -263,11 +271,24 @@ func (j *job) fitSpend(ctx context.Context) {
 		sp.Fallback = why + ": expected spend is the customer's mean repeat value, or the population mean"
 		sp.MeanSpend = observed
 	}
+	sp.MeanSpend = observed
 	sd, err := btyd.NewSpendData(j.m.spends)
 	j.m.spends = nil
 	if err != nil {
 		fail(err.Error())
-		return
+		return nil
+	}
+	return sd
+}
+
+// fitSpend fits Gamma-Gamma, or records why expected spend falls back to
+// observed means.
+func (j *job) fitSpend(ctx context.Context, sd *btyd.SpendData) {
+	sp := &j.res.Spend
+	fail := func(why string) {
+		sp.Fitted = false
+		sp.Params = nil
+		sp.Fallback = why + ": expected spend is the customer's mean repeat value, or the population mean"
 	}
 	opts := j.p.o.Fit
 	if opts.GradTol == 0 {

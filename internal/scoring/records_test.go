@@ -84,7 +84,9 @@ func TestLastRecordWins(t *testing.T) {
 
 type readerFunc func(context.Context, source.Sink) (*source.Report, error)
 
-func (f readerFunc) Read(ctx context.Context, s source.Sink) (*source.Report, error) { return f(ctx, s) }
+func (f readerFunc) Read(ctx context.Context, s source.Sink) (*source.Report, error) {
+	return f(ctx, s)
+}
 
 // TestSummaries: pre-aggregated (x, t_x, T, monetary) rows skip the
 // aggregation and fit exactly as the transactions they summarise.

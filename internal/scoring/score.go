@@ -12,9 +12,9 @@ package scoring
 
 import (
 	"context"
-	"runtime"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/retention-dev/retention-operator/internal/customer"

@@ -3,6 +3,7 @@ package segment
 import (
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"sort"
@@ -378,6 +379,7 @@ type Rule struct {
 	prg      cel.Program
 	cost     checker.CostEstimate
 	limit    uint64
+	tracked  bool
 	bindings map[string]*binding // referenced variables by CEL name
 	attrs    []string            // attribute slots
 	customs  []string            // custom score slots
@@ -435,11 +437,21 @@ func (e *Env) Compile(expr string) (*Rule, error) {
 		return invalid(fmt.Sprintf("the rule may cost up to %d per customer, more than the limit of %d (strings assumed up to %d characters): simplify it",
 			est.Max, e.limit, e.maxString))
 	}
-	prg, err := e.env.Program(checked, cel.CostLimit(e.limit), cel.EvalOptions(cel.OptOptimize))
+	// Enforce the limit at run time too, unless the estimate holds for
+	// strings of any size: then no evaluation can reach the limit, and the
+	// run-time cost tracker (3-4 times the cost of evaluating a simple
+	// rule) could never fire.
+	worst, err := e.env.EstimateCost(checked, sizeHints{max: math.MaxUint64})
+	tracked := err != nil || worst.Max > e.limit
+	popts := []cel.ProgramOption{cel.EvalOptions(cel.OptOptimize)}
+	if tracked {
+		popts = append(popts, cel.CostLimit(e.limit))
+	}
+	prg, err := e.env.Program(checked, popts...)
 	if err != nil {
 		return invalid(err.Error())
 	}
-	r := &Rule{expr: expr, prg: prg, cost: est, limit: e.limit, bindings: map[string]*binding{}}
+	r := &Rule{expr: expr, prg: prg, cost: est, limit: e.limit, tracked: tracked, bindings: map[string]*binding{}}
 	// Bind only what the rule references; attributes and custom scores
 	// get slots, copied per customer.
 	refs := checked.NativeRep().ReferenceMap()
@@ -482,8 +494,15 @@ func (r *Rule) String() string { return r.expr }
 // EstimatedCost is the compile-time estimate of one evaluation's cost.
 func (r *Rule) EstimatedCost() (minCost, maxCost uint64) { return r.cost.Min, r.cost.Max }
 
-// CostLimit is the limit enforced on each evaluation.
+// CostLimit is the limit the rule was compiled with.
 func (r *Rule) CostLimit() uint64 { return r.limit }
+
+// CostTracked reports whether each evaluation runs under cel.CostLimit.
+// It does when the rule's cost depends on the size of strings (matches,
+// contains, startsWith on a field, ...), whose compile-time estimate
+// assumed EnvOptions.MaxStringSize; otherwise the estimate bounds every
+// evaluation and the tracker is left out.
+func (r *Rule) CostTracked() bool { return r.tracked }
 
 // sizeHints tells the cost estimator how long strings can be; the
 // variables are otherwise scalars.

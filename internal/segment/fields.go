@@ -95,4 +95,11 @@ func celType(t customer.AttributeType) (*cel.Type, bool) {
 	return nil, false
 }
 
-func typeName(t *cel.Type) string { return t.String() }
+// typeName is the name the reference uses: int, double, string, bool,
+// timestamp.
+func typeName(t *cel.Type) string {
+	if t.IsExactType(cel.TimestampType) {
+		return "timestamp"
+	}
+	return t.String()
+}

@@ -1,0 +1,69 @@
+package metrics
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestNewRegistersAndForgets(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m, err := New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(reg); err == nil {
+		t.Fatal("registering twice on one registry must fail")
+	}
+	m.SourceCustomers.WithLabelValues("shop", "a").Set(10)
+	m.SourceCustomers.WithLabelValues("shop", "b").Set(20)
+	m.SourceCustomersByRisk.WithLabelValues("shop", "a", "high").Set(3)
+	m.SegmentSize.WithLabelValues("shop", "at-risk").Set(5)
+	if n := testutil.CollectAndCount(m.SourceCustomers); n != 2 {
+		t.Fatalf("%d customer series, want 2", n)
+	}
+	m.ForgetSource("shop", "a")
+	if n := testutil.CollectAndCount(m.SourceCustomers); n != 1 {
+		t.Fatalf("%d customer series after forgetting a source, want 1", n)
+	}
+	if n := testutil.CollectAndCount(m.SourceCustomersByRisk); n != 0 {
+		t.Fatalf("risk series of a forgotten source remain: %d", n)
+	}
+	m.ForgetSegment("shop", "at-risk")
+	if n := testutil.CollectAndCount(m.SegmentSize); n != 0 {
+		t.Fatalf("segment series remain: %d", n)
+	}
+}
+
+// TestLabelsCarryNoPersonalData: every metric is labelled by object names
+// and fixed enums only.
+func TestLabelsCarryNoPersonalData(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	if _, err := New(reg); err != nil {
+		t.Fatal(err)
+	}
+	allowed := map[string]bool{"namespace": true, "source": true, "segment": true, "band": true, "result": true}
+	m, _ := New(prometheus.NewRegistry())
+	for _, c := range []prometheus.Collector{m.SourceCustomers, m.SourceCustomersByRisk, m.SourceScoringsTotal, m.SegmentSize, m.SegmentEvaluationTotal} {
+		ch := make(chan *prometheus.Desc, 4)
+		c.Describe(ch)
+		close(ch)
+		for d := range ch {
+			s := d.String()
+			i := strings.Index(s, "variableLabels: {")
+			if i < 0 {
+				t.Fatalf("cannot read labels of %s", s)
+			}
+			rest := s[i+len("variableLabels: {"):]
+			for _, l := range strings.Split(rest[:strings.Index(rest, "}")], ",") {
+				if l = strings.TrimSpace(l); l != "" && !allowed[l] {
+					t.Errorf("%s has label %q", s, l)
+				}
+			}
+		}
+	}
+}
