@@ -142,7 +142,7 @@ func setupReconcilers(mgr ctrl.Manager, stores *controllers.StoreProvider, m *me
 	steps := []interface{ SetupWithManager(ctrl.Manager) error }{
 		&controllers.CustomerSourceReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: clock, Stores: stores, Metrics: m},
 		&controllers.ChannelReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec},
-		&controllers.SegmentReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock},
+		&controllers.SegmentReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock, Stores: stores, Metrics: m},
 		&controllers.CampaignReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock},
 		&controllers.CampaignRunReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock},
 	}

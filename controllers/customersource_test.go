@@ -104,7 +104,7 @@ func TestCustomerSourceScoring(t *testing.T) {
 	}
 	assertSnapshot(t, suiteStores, ns+"/shop", st.SnapshotID, customers)
 	eventually(t, waitFor, readyIs(seg, func() []metav1.Condition { return seg.Status.Conditions },
-		metav1.ConditionFalse, retentionv1.ReasonNotImplemented, "segment evaluation"))
+		metav1.ConditionTrue, retentionv1.ReasonSucceeded, fmt.Sprintf("%d members (100.0%% of the source)", customers)))
 
 	// A spec change scores again into a new snapshot.
 	first := st.SnapshotID

@@ -132,7 +132,7 @@ func setupTestReconcilers(mgr ctrl.Manager) error {
 	for _, s := range []interface{ SetupWithManager(ctrl.Manager) error }{
 		&CustomerSourceReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, RetryAfter: retry, Stores: suiteStores},
 		&ChannelReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, RetryAfter: retry},
-		&SegmentReconciler{Client: mgr.GetClient(), Recorder: rec, RetryAfter: retry},
+		&SegmentReconciler{Client: mgr.GetClient(), Recorder: rec, RetryAfter: retry, Stores: suiteStores},
 		&CampaignReconciler{Client: mgr.GetClient(), Recorder: rec, RetryAfter: retry},
 		&CampaignRunReconciler{Client: mgr.GetClient(), Recorder: rec, RetryAfter: retry},
 	} {

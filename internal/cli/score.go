@@ -530,16 +530,21 @@ func printTable(w io.Writer, res *scoring.Result, out map[string]any, stats bool
 	tw.Flush()
 	if stats {
 		d := res.Durations
-		fmt.Fprintf(w, "\nstage\tseconds\n")
+		fmt.Fprintf(w, "\nstage timings (%d transactions)\n", res.Transactions)
 		tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "stage\tseconds\trows/s\t")
 		for _, s := range []struct {
 			n string
 			d time.Duration
 		}{{"read+aggregate", d.Read}, {"summarize", d.Summarize}, {"fit", d.Fit}, {"score", d.Score},
 			{"rank", d.Rank}, {"custom", d.Custom}, {"emit", d.Emit}, {"total", d.Total}} {
-			fmt.Fprintf(tw, "%s\t%.3f\t\n", s.n, s.d.Seconds())
+			rate := ""
+			if s.d > 0 {
+				rate = fmt.Sprintf("%.0f", float64(res.Transactions)/s.d.Seconds())
+			}
+			fmt.Fprintf(tw, "%s\t%.3f\t%s\t\n", s.n, s.d.Seconds(), rate)
 		}
-		fmt.Fprintf(tw, "peak RSS MiB\t%.0f\t\n", peakRSSMiB())
+		fmt.Fprintf(tw, "peak RSS MiB\t%.0f\t\t\n", peakRSSMiB())
 		tw.Flush()
 	}
 	return nil

@@ -123,7 +123,8 @@ type Options struct {
 	// Workers is the number of aggregation shards and scoring goroutines.
 	// If zero, min(2, GOMAXPROCS).
 	Workers int
-	// Fit tunes the maximum-likelihood fits (the zero value is right).
+	// Fit tunes the maximum-likelihood fits. A zero GradTol means
+	// DefaultGradTol (not btyd's own default, see DefaultGradTol).
 	Fit btyd.FitOptions
 }
 

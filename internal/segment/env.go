@@ -509,8 +509,15 @@ func (r *Rule) CostTracked() bool { return r.tracked }
 type sizeHints struct{ max uint64 }
 
 func (h sizeHints) EstimateSize(n checker.AstNode) *checker.SizeEstimate {
-	if t := n.Type(); t != nil && t.IsExactType(types.StringType) {
+	t := n.Type()
+	switch {
+	case t == nil:
+		return nil
+	case t.IsExactType(types.StringType):
 		return &checker.SizeEstimate{Min: 0, Max: h.max}
+	case t.Kind() == types.TypeKind:
+		// type(x) == double: a type value is one name.
+		return &checker.SizeEstimate{Min: 1, Max: 1}
 	}
 	return nil
 }

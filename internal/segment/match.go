@@ -183,10 +183,22 @@ var (
 // Redact removes what may be customer data from an evaluation error
 // message: quoted text (a string that failed to convert, say) and numbers.
 // "division by zero" stays as is; `parsing "نیلوفر": invalid syntax`
-// becomes `parsing "…": invalid syntax`.
+// becomes `parsing "…": invalid syntax`. Quoted CEL type names stay.
 func Redact(msg string) string {
-	msg = quotedRE.ReplaceAllString(msg, `"…"`)
+	msg = quotedRE.ReplaceAllStringFunc(msg, func(q string) string {
+		if typeNames[q[1:len(q)-1]] {
+			return q // "type conversion error from 'string' to 'int'"
+		}
+		return `"…"`
+	})
 	return numberRE.ReplaceAllString(msg, "#")
+}
+
+// typeNames are the CEL type names error messages quote.
+var typeNames = map[string]bool{
+	"int": true, "uint": true, "double": true, "string": true, "bool": true, "bytes": true, "list": true,
+	"map": true, "null_type": true, "type": true, "timestamp": true, "duration": true,
+	"google.protobuf.Timestamp": true, "google.protobuf.Duration": true,
 }
 
 // record is a customer copied out of a scan: the scalar fields by value,

@@ -1,0 +1,209 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+	"github.com/retention-dev/retention-operator/internal/customer"
+	"github.com/retention-dev/retention-operator/internal/store"
+)
+
+// selectIDs applies a predicate, written in Go, to a stored snapshot: the
+// membership the segment's CEL rule must produce.
+func selectIDs(t *testing.T, snapshotID int64, keep func(*customer.Scored) bool) map[string]bool {
+	t.Helper()
+	st, err := suiteStores.Get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	err = st.SnapshotScan(context.Background(), &store.SnapshotScanParams{SnapshotID: snapshotID}, func(c *customer.Scored) error {
+		if keep(c) {
+			ids[c.ID] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// members reads a segment's membership from the store.
+func members(t *testing.T, key string) map[string]bool {
+	t.Helper()
+	st, err := suiteStores.Get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	if err := st.MembershipScan(context.Background(), &store.MembershipScanParams{Segment: key}, func(m *store.Member) error {
+		ids[m.CustomerID] = true
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+func diff(a, b map[string]bool) int64 {
+	var n int64
+	for id := range a {
+		if !b[id] {
+			n++
+		}
+	}
+	return n
+}
+
+func sameSet(t *testing.T, got, want map[string]bool) {
+	t.Helper()
+	if diff(got, want) != 0 || diff(want, got) != 0 {
+		g, w := keys(got), keys(want)
+		t.Fatalf("membership differs: %d members, want %d (first got %v, want %v)", len(g), len(w), head(g), head(w))
+	}
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func head(s []string) []string { return s[:min(len(s), 5)] }
+
+// TestSegmentMembership: source scored → segment populated → data changes →
+// entries and exits exact → rule edited → membership follows → invalid
+// rule → condition and Event, membership untouched.
+func TestSegmentMembership(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "data"},
+		Data: map[string]string{"transactions.csv": string(transactionsCSV(300, 11))}}
+	if err := k8sClient.Create(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	cs := newCSVSource(ns, "shop", "data", nil)
+	if err := k8sClient.Create(ctx, cs); err != nil {
+		t.Fatal(err)
+	}
+	seg := &retentionv1.Segment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "loyal"},
+		Spec: retentionv1.SegmentSpec{SourceRef: retentionv1.LocalObjectReference{Name: "shop"}, Rule: "customer.frequency >= 2"}}
+	if err := k8sClient.Create(ctx, seg); err != nil {
+		t.Fatal(err)
+	}
+	key := ns + "/loyal"
+	segConds := func() []metav1.Condition { return seg.Status.Conditions }
+	srcConds := func() []metav1.Condition { return cs.Status.Conditions }
+
+	// Evaluated on the first snapshot.
+	eventually(t, waitFor, readyIs(cs, srcConds, metav1.ConditionTrue, retentionv1.ReasonSucceeded, "scored"))
+	snap1 := cs.Status.SnapshotID
+	want1 := selectIDs(t, snap1, func(c *customer.Scored) bool { return c.Features.Frequency >= 2 })
+	eventually(t, waitFor, func() error {
+		if err := readyIs(seg, segConds, metav1.ConditionTrue, retentionv1.ReasonSucceeded, "members")(); err != nil {
+			return err
+		}
+		if seg.Status.SnapshotID != snap1 {
+			return fmt.Errorf("segment on snapshot %d, want %d", seg.Status.SnapshotID, snap1)
+		}
+		return nil
+	})
+	if seg.Status.Size != int64(len(want1)) || seg.Status.Entered != int64(len(want1)) || seg.Status.Exited != 0 || len(want1) == 0 {
+		t.Fatalf("first evaluation: size %d entered %d exited %d, want %d/%d/0", seg.Status.Size, seg.Status.Entered, seg.Status.Exited, len(want1), len(want1))
+	}
+	sameSet(t, members(t, key), want1)
+
+	// The data changes: a new snapshot; entries and exits are exact.
+	cm.Data["transactions.csv"] = string(transactionsCSV(300, 12))
+	if err := k8sClient.Update(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(cs.DeepCopy())
+	cs.Spec.Scoring.AnnualDiscountPercent = ptrInt32(5)
+	if err := k8sClient.Patch(ctx, cs, patch); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, func() error {
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(cs), cs); err != nil {
+			return err
+		}
+		if cs.Status.SnapshotID == snap1 {
+			return fmt.Errorf("not rescored yet")
+		}
+		return nil
+	})
+	snap2 := cs.Status.SnapshotID
+	want2 := selectIDs(t, snap2, func(c *customer.Scored) bool { return c.Features.Frequency >= 2 })
+	eventually(t, waitFor, func() error {
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(seg), seg); err != nil {
+			return err
+		}
+		if seg.Status.SnapshotID != snap2 {
+			return fmt.Errorf("segment on snapshot %d, want %d", seg.Status.SnapshotID, snap2)
+		}
+		return nil
+	})
+	entered, exited := diff(want2, want1), diff(want1, want2)
+	if entered+exited == 0 {
+		t.Fatal("test data did not change the membership")
+	}
+	if seg.Status.Size != int64(len(want2)) || seg.Status.Entered != entered || seg.Status.Exited != exited {
+		t.Fatalf("after the data changed: size %d entered %d exited %d, want %d/%d/%d", seg.Status.Size, seg.Status.Entered, seg.Status.Exited, len(want2), entered, exited)
+	}
+	sameSet(t, members(t, key), want2)
+
+	// The rule is edited: the membership follows on the same snapshot.
+	patch = client.MergeFrom(seg.DeepCopy())
+	seg.Spec.Rule = "customer.frequency >= 3 && customer.pAlive > 0.1"
+	if err := k8sClient.Patch(ctx, seg, patch); err != nil {
+		t.Fatal(err)
+	}
+	want3 := selectIDs(t, snap2, func(c *customer.Scored) bool { return c.Features.Frequency >= 3 && c.Scores.PAlive > 0.1 })
+	eventually(t, waitFor, readyIs(seg, segConds, metav1.ConditionTrue, retentionv1.ReasonSucceeded, fmt.Sprintf("%d members", len(want3))))
+	if seg.Status.Entered != diff(want3, want2) || seg.Status.Exited != diff(want2, want3) {
+		t.Fatalf("after the rule changed: entered %d exited %d, want %d/%d", seg.Status.Entered, seg.Status.Exited, diff(want3, want2), diff(want2, want3))
+	}
+	sameSet(t, members(t, key), want3)
+
+	// An invalid rule: condition and Event naming the field; membership untouched.
+	patch = client.MergeFrom(seg.DeepCopy())
+	seg.Spec.Rule = "customer.lifetimeSpend > 100.0"
+	if err := k8sClient.Patch(ctx, seg, patch); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, readyIs(seg, segConds, metav1.ConditionFalse, retentionv1.ReasonInvalidRule, "lifetimeSpend"))
+	if !meta.IsStatusConditionTrue(seg.Status.Conditions, retentionv1.ConditionStalled) {
+		t.Fatalf("an invalid rule must set Stalled=True: %+v", seg.Status.Conditions)
+	}
+	eventually(t, waitFor, eventRecorded(ns, "loyal", retentionv1.ReasonInvalidRule))
+	sameSet(t, members(t, key), want3)
+	if c := meta.FindStatusCondition(seg.Status.Conditions, retentionv1.ConditionReady); strings.Contains(c.Message, "c00") {
+		t.Fatalf("condition leaks customer data: %q", c.Message)
+	}
+
+	// Deleting the segment removes its membership.
+	if err := k8sClient.Delete(ctx, seg); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, func() error {
+		if n := len(members(t, key)); n != 0 {
+			return fmt.Errorf("%d members left after the segment was deleted", n)
+		}
+		return nil
+	})
+}
+
+func ptrInt32(v int32) *int32 { return &v }
