@@ -4,9 +4,9 @@ import (
 	"bufio"
 	"context"
 
-	"github.com/retention-dev/retention-operator/internal/source"
 	"encoding/csv"
 	"fmt"
+	"github.com/retention-dev/retention-operator/internal/source"
 	"io"
 	"os"
 	"time"
@@ -44,7 +44,7 @@ func csvScan(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	el := time.Since(start).Seconds()
-	fmt.Fprintf(stdout, "csv-floor\t%.3f\t%.0f\t%d\t%.0f\n", el, float64(rows-1)/el, rows-1, peakRSSMiB())
+	fmt.Fprintf(stdout, "%-24s %8.3f s %12.0f rows/s  %d rows  peak RSS %.0f MiB\n", "encoding/csv scan", el, float64(rows-1)/el, rows-1, peakRSSMiB())
 	return 0
 }
 
@@ -69,6 +69,6 @@ func sourceScan(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	el := time.Since(start).Seconds()
-	fmt.Fprintf(stdout, "source-scan\t%.3f\t%.0f\t%d\t%.0f\n", el, float64(n)/el, n, peakRSSMiB())
+	fmt.Fprintf(stdout, "%-24s %8.3f s %12.0f rows/s  %d rows  peak RSS %.0f MiB\n", "internal/source scan", el, float64(n)/el, n, peakRSSMiB())
 	return 0
 }

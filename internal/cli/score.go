@@ -538,8 +538,8 @@ func printTable(w io.Writer, res *scoring.Result, out map[string]any, stats bool
 			d time.Duration
 		}{{"read+aggregate", d.Read}, {"summarize", d.Summarize}, {"fit", d.Fit}, {"score", d.Score},
 			{"rank", d.Rank}, {"custom", d.Custom}, {"emit", d.Emit}, {"total", d.Total}} {
-			rate := ""
-			if s.d > 0 {
+			rate := "-"
+			if s.d >= time.Millisecond {
 				rate = fmt.Sprintf("%.0f", float64(res.Transactions)/s.d.Seconds())
 			}
 			fmt.Fprintf(tw, "%s\t%.3f\t%s\t\n", s.n, s.d.Seconds(), rate)

@@ -1,13 +1,20 @@
 package segment
 
 import (
+	"context"
 	"fmt"
 	"maps"
+	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/retention-dev/retention-operator/internal/customer"
+	"github.com/retention-dev/retention-operator/internal/pgtest"
+	"github.com/retention-dev/retention-operator/internal/store"
+	"github.com/retention-dev/retention-operator/internal/store/postgres"
+	"github.com/retention-dev/retention-operator/internal/store/sqlite"
 	"github.com/retention-dev/retention-operator/internal/store/storetest"
 )
 
@@ -132,4 +139,137 @@ func evaluateSlice(tb testing.TB, r *Rule, now time.Time, pop []customer.Scored,
 		n += c
 	}
 	return n
+}
+
+// BenchmarkMaterialize1M evaluates rules over a 1,000,000-customer
+// snapshot pre-written in the store (storetest.Customer records, not
+// timed) and applies the membership: scan + evaluate + MembershipApply.
+// Initial applies to a new segment (every member enters), Reapply to the
+// same snapshot again (no change: the diff alone). PostgreSQL runs with
+// its stock durability settings, as the store's own benchmarks:
+//
+//	go test -run '^$' -bench Materialize1M -benchtime 1x ./internal/segment/
+func BenchmarkMaterialize1M(b *testing.B) {
+	for _, d := range []struct {
+		name string
+		open func(b *testing.B) store.Store
+	}{
+		{"SQLite", func(b *testing.B) store.Store {
+			s, err := sqlite.OpenPath(context.Background(), filepath.Join(b.TempDir(), "bench.db"), store.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return s
+		}},
+		{"PostgreSQL", func(b *testing.B) store.Store {
+			srv, err := pgtest.NewServer(&pgtest.Config{Settings: map[string]string{
+				"fsync": "", "synchronous_commit": "", "full_page_writes": "", "max_wal_size": "",
+			}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { srv.Stop() })
+			s, err := postgres.Open(context.Background(), pgtest.NewDatabase(b, srv), store.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return s
+		}},
+	} {
+		b.Run(d.name, func(b *testing.B) {
+			ctx := context.Background()
+			st := d.open(b)
+			defer st.Close()
+			w, err := st.SnapshotWrite(ctx, &store.SnapshotWriteParams{Source: "bench/shop"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var c customer.Scored
+			for i := range benchCustomers {
+				storetest.Customer(i, &c)
+				if err := w.Add(&c); err != nil {
+					b.Fatal(err)
+				}
+			}
+			sn, err := w.Commit()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Run("ScanOnly", func(b *testing.B) {
+				// The floor: the store's scan alone, counting customers.
+				var n int64
+				for range b.N {
+					n = 0
+					err := st.SnapshotScan(ctx, &store.SnapshotScanParams{SnapshotID: sn.ID}, func(*customer.Scored) error {
+						n++
+						return nil
+					})
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/op-wall")
+				b.ReportMetric(float64(n), "evaluated")
+			})
+			segments := 0
+			for _, rc := range []struct {
+				name, rule string
+				workers    []int
+			}{
+				{"FourClauses", benchRule, []int{-1, 1, 2}},
+				{"Half", `customer.pAlive < 0.5`, []int{-1, 1, 2}},
+				{"HalfByAttribute", `customer.attributes.country in ["DE", "IR"] || customer.attributes.vip`, []int{1}},
+			} {
+				r, err := Compile(rc.rule, benchSchema)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, workers := range rc.workers {
+					b.Run(fmt.Sprintf("%s/workers=%d/Initial", rc.name, workers), func(b *testing.B) {
+						var stats *Stats
+						debug.FreeOSMemory()
+						storetest.ResetPeakRSS()
+						b.ResetTimer()
+						for range b.N {
+							segments++
+							stats, err = Materialize(ctx, st, &MaterializeParams{
+								Segment: fmt.Sprintf("bench/seg-%d", segments), SnapshotID: sn.ID, Rule: r, Now: benchNow, Workers: workers,
+							})
+							if err != nil {
+								b.Fatal(err)
+							}
+						}
+						reportMaterialize(b, stats)
+					})
+				}
+				b.Run(rc.name+"/Reapply", func(b *testing.B) {
+					segments++
+					p := &MaterializeParams{Segment: fmt.Sprintf("bench/seg-%d", segments), SnapshotID: sn.ID, Rule: r, Now: benchNow}
+					if _, err := Materialize(ctx, st, p); err != nil {
+						b.Fatal(err)
+					}
+					var stats *Stats
+					debug.FreeOSMemory()
+					storetest.ResetPeakRSS()
+					b.ResetTimer()
+					for range b.N {
+						if stats, err = Materialize(ctx, st, p); err != nil {
+							b.Fatal(err)
+						}
+					}
+					reportMaterialize(b, stats)
+				})
+			}
+		})
+	}
+}
+
+var benchNow = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func reportMaterialize(b *testing.B, s *Stats) {
+	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/op-wall")
+	b.ReportMetric(float64(s.Size), "members")
+	b.ReportMetric(float64(s.Entered), "entered")
+	b.ReportMetric(float64(s.Evaluated), "evaluated")
+	b.ReportMetric(float64(storetest.PeakRSS())/(1<<20), "peak-RSS-MiB")
 }

@@ -264,7 +264,7 @@ func TestMissingValues(t *testing.T) {
 	zeroes.Attributes = customer.Attributes{"first_name": "", "complaints": 0.0, "vip": false, "signup": time.Unix(0, 0).UTC()}
 	zeroes.Scores.Custom = map[string]float64{"valueAtRisk": 0}
 	tests := []struct {
-		rule              string
+		rule             string
 		bare, zero, full bool
 	}{
 		{`customer.attributes.first_name == ""`, true, true, false},

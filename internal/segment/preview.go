@@ -10,8 +10,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/retention-dev/retention-operator/internal/customer"
 )
@@ -147,8 +147,7 @@ func (s *PreviewStats) Print(w io.Writer) error {
 		fmt.Fprintf(&b, "errors    %s customers: the rule failed, they are not members (first: %s)\n", group(float64(s.Errors), 0), s.FirstError)
 	}
 	b.WriteString("\n")
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "\tgroup\tcount\tmin\tp10\tp25\tmedian\tp75\tp90\tmax\tmean\t")
+	table := [][]string{{"", "group", "count", "min", "p10", "p25", "median", "p75", "p90", "max", "mean"}}
 	rows := []struct {
 		name     string
 		m, e     Summary
@@ -167,22 +166,50 @@ func (s *PreviewStats) Print(w io.Writer) error {
 			if i == 0 {
 				name = r.name
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t", name, g.name, group(float64(g.s.Count), 0))
-			if g.s.Count == 0 {
-				fmt.Fprint(tw, "-\t-\t-\t-\t-\t-\t-\t-\t\n")
-				continue
+			row := []string{name, g.name, group(float64(g.s.Count), 0)}
+			for _, v := range []float64{g.s.Min, g.s.P10, g.s.P25, g.s.Median, g.s.P75, g.s.P90, g.s.Max, g.s.Mean} {
+				if g.s.Count == 0 {
+					row = append(row, "-")
+				} else {
+					row = append(row, strconv.FormatFloat(v, 'f', r.decimals, 64))
+				}
 			}
-			for _, v := range []float64{g.s.Min, g.s.P10, g.s.P25, g.s.Median, g.s.P75, g.s.P90, g.s.Max} {
-				fmt.Fprintf(tw, "%s\t", strconv.FormatFloat(v, 'f', r.decimals, 64))
+			if g.s.Count > 0 && r.decimals == 0 {
+				row[len(row)-1] = strconv.FormatFloat(g.s.Mean, 'f', 1, 64)
 			}
-			fmt.Fprintf(tw, "%s\t\n", strconv.FormatFloat(g.s.Mean, 'f', max(r.decimals, 1), 64))
+			table = append(table, row)
 		}
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
+	writeTable(&b, table, 2)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeTable writes rows with the first left columns aligned left and
+// the others right, two spaces apart.
+func writeTable(b *strings.Builder, rows [][]string, left int) {
+	width := make([]int, len(rows[0]))
+	for _, r := range rows {
+		for i, c := range r {
+			width[i] = max(width[i], utf8.RuneCountInString(c))
+		}
+	}
+	for _, r := range rows {
+		var line strings.Builder
+		for i, c := range r {
+			pad := strings.Repeat(" ", width[i]-utf8.RuneCountInString(c))
+			if i > 0 {
+				line.WriteString("  ")
+			}
+			if i < left {
+				line.WriteString(c + pad)
+			} else {
+				line.WriteString(pad + c)
+			}
+		}
+		b.WriteString(strings.TrimRight(line.String(), " "))
+		b.WriteByte('\n')
+	}
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
