@@ -2,11 +2,8 @@ package controllers
 
 import (
 	"context"
-	"fmt"
-	"slices"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -36,39 +33,25 @@ func (r *CampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	patcher := newStatusPatcher(r.Client, &c)
-	before := slices.Clone(c.Status.Conditions)
-
 	err := r.reconcileReferences(ctx, &c)
 	if err == nil {
 		err = notImplemented("campaign scheduling")
 	}
-	markReady(&c, err, retentionv1.ReasonSucceeded, "runs can start")
-	eventForTransition(r.Recorder, &c, before)
-	if perr := patcher.Patch(ctx, &c); perr != nil {
-		return ctrl.Result{}, perr
-	}
-	return requeueFor(err, retryAfter(r.RetryAfter))
+	return patcher.finish(ctx, r.Recorder, &c, err, "runs can start", r.RetryAfter)
 }
 
 // reconcileReferences checks the segment, the suppression segments and the channel.
 func (r *CampaignReconciler) reconcileReferences(ctx context.Context, c *retentionv1.Campaign) error {
 	for _, name := range campaignSegmentNames(c) {
-		var seg retentionv1.Segment
 		key := types.NamespacedName{Namespace: c.Namespace, Name: name}
-		if err := r.Get(ctx, key, &seg); err != nil {
-			if apierrors.IsNotFound(err) {
-				return waiting(retentionv1.ReasonSegmentNotFound, "segment %s not found", key)
-			}
-			return fmt.Errorf("reading segment %s: %w", key, err)
+		if err := getReference(ctx, r.Client, key, &retentionv1.Segment{}, "segment", retentionv1.ReasonSegmentNotFound); err != nil {
+			return err
 		}
 	}
 	var ch retentionv1.Channel
 	key := types.NamespacedName{Namespace: c.Namespace, Name: c.Spec.ChannelRef.Name}
-	if err := r.Get(ctx, key, &ch); err != nil {
-		if apierrors.IsNotFound(err) {
-			return waiting(retentionv1.ReasonChannelNotFound, "channel %s not found", key)
-		}
-		return fmt.Errorf("reading channel %s: %w", key, err)
+	if err := getReference(ctx, r.Client, key, &ch, "channel", retentionv1.ReasonChannelNotFound); err != nil {
+		return err
 	}
 	if !isReady(ch.Status.Conditions) {
 		return waiting(retentionv1.ReasonChannelNotReady, "channel %s is not ready", key)

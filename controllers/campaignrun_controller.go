@@ -2,11 +2,8 @@ package controllers
 
 import (
 	"context"
-	"fmt"
-	"slices"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -35,33 +32,15 @@ func (r *CampaignRunReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	patcher := newStatusPatcher(r.Client, &run)
-	before := slices.Clone(run.Status.Conditions)
-
 	if run.Status.Phase == "" {
 		run.Status.Phase = retentionv1.RunPending
 	}
-	err := r.reconcileCampaign(ctx, &run)
+	key := types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.CampaignRef.Name}
+	err := getReference(ctx, r.Client, key, &retentionv1.Campaign{}, "campaign", retentionv1.ReasonCampaignNotFound)
 	if err == nil {
 		err = notImplemented("audience materialisation and outreach")
 	}
-	markReady(&run, err, retentionv1.ReasonSucceeded, "run succeeded")
-	eventForTransition(r.Recorder, &run, before)
-	if perr := patcher.Patch(ctx, &run); perr != nil {
-		return ctrl.Result{}, perr
-	}
-	return requeueFor(err, retryAfter(r.RetryAfter))
-}
-
-func (r *CampaignRunReconciler) reconcileCampaign(ctx context.Context, run *retentionv1.CampaignRun) error {
-	var c retentionv1.Campaign
-	key := types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.CampaignRef.Name}
-	if err := r.Get(ctx, key, &c); err != nil {
-		if apierrors.IsNotFound(err) {
-			return waiting(retentionv1.ReasonCampaignNotFound, "campaign %s not found", key)
-		}
-		return fmt.Errorf("reading campaign %s: %w", key, err)
-	}
-	return nil
+	return patcher.finish(ctx, r.Recorder, &run, err, "run succeeded", r.RetryAfter)
 }
 
 // SetupWithManager registers the reconciler; a Campaign's change

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -39,15 +38,8 @@ func (r *ChannelReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	patcher := newStatusPatcher(r.Client, &ch)
-	before := slices.Clone(ch.Status.Conditions)
-
 	err := r.resolveSecrets(ctx, &ch)
-	markReady(&ch, err, retentionv1.ReasonSucceeded, "configuration and Secrets resolve")
-	eventForTransition(r.Recorder, &ch, before)
-	if perr := patcher.Patch(ctx, &ch); perr != nil {
-		return ctrl.Result{}, perr
-	}
-	return requeueFor(err, retryAfter(r.RetryAfter))
+	return patcher.finish(ctx, r.Recorder, &ch, err, "configuration and Secrets resolve", r.RetryAfter)
 }
 
 // resolveSecrets reads every Secret key the channel needs.

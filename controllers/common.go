@@ -113,11 +113,35 @@ func notImplemented(what string) error {
 // copy taken when reconciliation started, and only when it changed.
 type statusPatcher struct {
 	client client.Client
-	before client.Object
+	before conditionsHolder
 }
 
-func newStatusPatcher(c client.Client, obj client.Object) *statusPatcher {
-	return &statusPatcher{client: c, before: obj.DeepCopyObject().(client.Object)}
+func newStatusPatcher(c client.Client, obj conditionsHolder) *statusPatcher {
+	return &statusPatcher{client: c, before: obj.DeepCopyObject().(conditionsHolder)}
+}
+
+// finish ends a reconciliation whose steps returned err: it sets Ready
+// (okMessage when err is nil), records an Event if Ready changed, patches
+// the status and turns err into a result (see requeueFor).
+func (p *statusPatcher) finish(ctx context.Context, rec EventRecorder, obj conditionsHolder, err error, okMessage string, retry time.Duration) (reconcile.Result, error) {
+	markReady(obj, err, retentionv1.ReasonSucceeded, okMessage)
+	eventForTransition(rec, obj, *p.before.GetConditions())
+	if perr := p.Patch(ctx, obj); perr != nil {
+		return reconcile.Result{}, perr
+	}
+	return requeueFor(err, retryAfter(retry))
+}
+
+// getReference reads a referenced object of this API; a missing one is a
+// waiting error with the reason and "<kind> <namespace>/<name> not found".
+func getReference(ctx context.Context, c client.Client, key types.NamespacedName, obj client.Object, kind, notFoundReason string) error {
+	if err := c.Get(ctx, key, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			return waiting(notFoundReason, "%s %s not found", kind, key)
+		}
+		return fmt.Errorf("reading %s %s: %w", kind, key, err)
+	}
+	return nil
 }
 
 func (p *statusPatcher) Patch(ctx context.Context, obj client.Object) error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -77,7 +76,6 @@ func (r *CustomerSourceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 
 	patcher := newStatusPatcher(r.Client, &cs)
-	before := slices.Clone(cs.Status.Conditions)
 	now := r.Clock.Now()
 
 	// 1. Suspended: nothing is refreshed; the current snapshot stays current.
@@ -101,7 +99,7 @@ func (r *CustomerSourceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		r.countScoring(&cs, "failure")
 	}
 	cs.Status.NextScoredTime = &metav1.Time{Time: next}
-	eventForTransition(r.Recorder, &cs, before)
+	eventForTransition(r.Recorder, &cs, *patcher.before.GetConditions())
 	if perr := patcher.Patch(ctx, &cs); perr != nil {
 		return ctrl.Result{}, perr
 	}

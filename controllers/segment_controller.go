@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -67,18 +65,11 @@ func (r *SegmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		}
 	}
 	patcher := newStatusPatcher(r.Client, &seg)
-	before := slices.Clone(seg.Status.Conditions)
-
 	msg, err := r.evaluate(ctx, &seg)
-	markReady(&seg, err, retentionv1.ReasonSucceeded, msg)
-	eventForTransition(r.Recorder, &seg, before)
-	if perr := patcher.Patch(ctx, &seg); perr != nil {
-		return ctrl.Result{}, perr
-	}
 	if err != nil && r.Metrics != nil {
 		r.Metrics.SegmentEvaluationTotal.WithLabelValues(seg.Namespace, seg.Name, "failure").Inc()
 	}
-	return requeueFor(err, retryAfter(r.RetryAfter))
+	return patcher.finish(ctx, r.Recorder, &seg, err, msg, r.RetryAfter)
 }
 
 // evaluate runs the steps: source, rule, membership. It returns the Ready message.
@@ -116,11 +107,8 @@ func (r *SegmentReconciler) evaluate(ctx context.Context, seg *retentionv1.Segme
 func (r *SegmentReconciler) source(ctx context.Context, seg *retentionv1.Segment) (*retentionv1.CustomerSource, error) {
 	var cs retentionv1.CustomerSource
 	key := types.NamespacedName{Namespace: seg.Namespace, Name: seg.Spec.SourceRef.Name}
-	if err := r.Get(ctx, key, &cs); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, waiting(retentionv1.ReasonSourceNotFound, "customersource %s not found", key)
-		}
-		return nil, fmt.Errorf("reading customersource %s: %w", key, err)
+	if err := getReference(ctx, r.Client, key, &cs, "customersource", retentionv1.ReasonSourceNotFound); err != nil {
+		return nil, err
 	}
 	if cs.Status.SnapshotID == 0 {
 		return nil, waiting(retentionv1.ReasonSourceNotReady, "customersource %s has no scored snapshot yet", key)
