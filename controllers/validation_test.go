@@ -41,6 +41,11 @@ func TestSamplesApply(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no samples found: %v", err)
 	}
+	segments, err := filepath.Glob(filepath.Join("..", "config", "samples", "segments", "*.yaml"))
+	if err != nil || len(segments) < 9 {
+		t.Fatalf("want the nine sample segments, found %d: %v", len(segments), err)
+	}
+	files = append(files, segments...)
 	ns := newNamespace(t)
 	applied := 0
 	for _, f := range files {
@@ -60,7 +65,7 @@ func TestSamplesApply(t *testing.T) {
 			applied++
 		}
 	}
-	if applied < 5 {
+	if applied < 14 {
 		t.Fatalf("applied %d sample objects, want at least one per kind", applied)
 	}
 }

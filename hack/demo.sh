@@ -81,6 +81,11 @@ say "the scored source (kubectl get customersource shop -o jsonpath=...)"
   population: active {.status.population.active}, at risk {.status.population.atRisk}, retention rate {.status.population.retentionRatePercent}% over the last quarter, total expected value {.status.population.totalExpectedValue}
 '
 
+say "the sample segments, evaluated on the snapshot (kubectl get segments -o wide)"
+"$KUBECTL" wait -n "$NS" --for=condition=Ready --timeout=60s segment --all >/dev/null || true
+"$KUBECTL" get segments -n "$NS" -o wide
+"$KUBECTL" get segments -n "$NS" -o custom-columns='SEGMENT:.metadata.name,MEMBERS:.status.size,SHARE %:.status.sharePercent,EXPECTED VALUE:.status.expectedValue,SNAPSHOT:.status.snapshotID,RULE:.spec.rule'
+
 say "kubectl get retention -n $NS"
 "$KUBECTL" get retention -n "$NS"
 

@@ -45,7 +45,19 @@
 //
 // A rule is compiled once per (rule, schema). Its worst-case cost is
 // estimated at compile time (strings sized by EnvOptions.MaxStringSize)
-// and must stay within the cost limit; the same limit is enforced at run
-// time. A rule that does not compile, is not boolean or may cost too much
-// is a *RuleError with Reason "InvalidRule".
+// and must stay within the cost limit. When that bound depends on the size
+// of strings (contains, matches, concatenation), the limit is enforced at
+// run time too, with cel.CostLimit: a customer whose strings are longer
+// than assumed fails to evaluate instead of stalling the evaluation. When
+// it does not, the estimate bounds every evaluation and the run-time
+// tracker (three to four times the cost of a simple rule) is left out;
+// Rule.CostTracked tells which. A rule that does not compile, is not
+// boolean or may cost too much is a *RuleError with Reason "InvalidRule".
+//
+// # Evaluation errors
+//
+// A rule that fails for one customer (an integer division by zero, the
+// cost limit, an attribute stored with another type than declared) makes
+// that customer a non-member and is counted; messages are redacted of
+// quoted text and numbers (Redact), so they never carry customer data.
 package segment

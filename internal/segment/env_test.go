@@ -3,6 +3,7 @@ package segment
 import (
 	"errors"
 	"fmt"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -504,4 +505,21 @@ func TestMatchersConcurrently(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestImports: the domain package stays free of Kubernetes and the API
+// (ARCHITECTURE.md, STYLE.md §10).
+func TestImports(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		for _, banned := range []string{"sigs.k8s.io/controller-runtime", "k8s.io/client-go", "github.com/retention-dev/retention-operator/api/"} {
+			if strings.HasPrefix(dep, banned) {
+				t.Errorf("internal/segment depends on %s", dep)
+			}
+		}
+	}
 }

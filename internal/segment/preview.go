@@ -171,11 +171,11 @@ func (s *PreviewStats) Print(w io.Writer) error {
 				if g.s.Count == 0 {
 					row = append(row, "-")
 				} else {
-					row = append(row, strconv.FormatFloat(v, 'f', r.decimals, 64))
+					row = append(row, group(v, r.decimals))
 				}
 			}
 			if g.s.Count > 0 && r.decimals == 0 {
-				row[len(row)-1] = strconv.FormatFloat(g.s.Mean, 'f', 1, 64)
+				row[len(row)-1] = group(g.s.Mean, 1)
 			}
 			table = append(table, row)
 		}

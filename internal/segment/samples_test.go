@@ -28,7 +28,6 @@ import (
 const (
 	samplesDir   = "../../config/samples/segments"
 	sourceSample = "../../config/samples/retention_v1alpha1_customersource.yaml"
-	oldSample    = "../../config/samples/retention_v1alpha1_segment.yaml"
 	docsPath     = "../../docs/segments.md"
 )
 
@@ -241,12 +240,6 @@ func TestSamplesOnGeneratedData(t *testing.T) {
 		}
 		rules = append(rules, compiled{s.m.Metadata.Name, r})
 	}
-	var old segmentManifest
-	readYAML(t, oldSample, &old, false)
-	if _, err := env.Compile(old.Spec.Rule); err != nil {
-		t.Errorf("%s: %v", oldSample, err)
-	}
-
 	demo := cli.DefaultSynth() // hack/demo.sh: 5000 customers, seed 42
 	demo.Seed, demo.Customers = 42, 5000
 	for _, tc := range []struct {

@@ -65,5 +65,20 @@ func Schemes() []string {
 	return s
 }
 
-// Redact hides the password of a store URL, for logs and errors.
-func Redact(url string) string { return Redact(url) }
+// Redact hides the password of a store URL, for logs and errors:
+// postgres://user:secret@host/db becomes postgres://user:xxxxx@host/db.
+func Redact(url string) string {
+	scheme, rest, ok := strings.Cut(url, "://")
+	if !ok {
+		return url
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return url
+	}
+	user, _, hasPassword := strings.Cut(rest[:at], ":")
+	if !hasPassword {
+		return url
+	}
+	return scheme + "://" + user + ":xxxxx" + rest[at:]
+}
