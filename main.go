@@ -4,6 +4,7 @@
 //	manager   (default) the operator: reconcilers, metrics, health probes
 //	score     scores a CSV offline, with the operator's scoring code
 //	generate  writes synthetic customers and transactions
+//	preview   evaluates a Segment manifest offline against a CSV
 //	version   prints the version
 package main
 
@@ -48,6 +49,8 @@ func main() {
 		os.Exit(cli.Score(args, os.Stdout, os.Stderr))
 	case "generate":
 		os.Exit(cli.Generate(args, os.Stdout, os.Stderr))
+	case "preview":
+		os.Exit(cli.Preview(args, os.Stdout, os.Stderr))
 	case "version":
 		fmt.Println(version)
 	case "help":
@@ -66,6 +69,7 @@ commands:
   manager   run the operator (default)
   score     score a CSV offline and print the fitted models (score -h)
   generate  write synthetic customers and transactions (generate -h)
+  preview   evaluate a Segment manifest offline against a CSV (preview -h)
   version   print the version
 `)
 }
