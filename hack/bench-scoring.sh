@@ -40,7 +40,7 @@ if [[ ! -s "$tx" ]]; then
   run generate --customers "$customers" --seed 1 --start 2022-01-01 --end 2024-12-31 \
     --r 0.243 --alpha 1.0 --a 0.793 --b 6 --split 0.22 --transactions "$tx"
 fi
-size_mb="$(( $(stat -c %s "$tx") / 1000000 ))"
+size_mb="$(( $(stat -L -c %s "$tx") / 1000000 ))"
 
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 floor_csv="$(run csvscan "$tx")"

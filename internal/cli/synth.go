@@ -152,6 +152,7 @@ func Synthesize(o SynthOptions, tx io.Writer, customers io.Writer) (SynthStats, 
 	w := bufio.NewWriterSize(tx, 1<<20)
 	w.WriteString("customer_id,date,amount\n")
 	var line []byte
+	var werr error
 	row := func(i int32, d int32, amt float64) {
 		line = appendID(line[:0], i)
 		line = append(line, ',')
@@ -159,10 +160,12 @@ func Synthesize(o SynthOptions, tx io.Writer, customers io.Writer) (SynthStats, 
 		line = append(line, ',')
 		line = strconv.AppendFloat(line, amt, 'f', 2, 64)
 		line = append(line, '\n')
-		w.Write(line)
+		if _, err := w.Write(line); err != nil && werr == nil {
+			werr = err
+		}
 		st.Transactions++
 	}
-	for d := int32(0); d < ndays; d++ {
+	for d := int32(0); d < ndays && werr == nil; d++ {
 		b := buckets[d]
 		for k := 0; k < len(b); k++ {
 			i := b[k]
@@ -201,6 +204,9 @@ func Synthesize(o SynthOptions, tx io.Writer, customers io.Writer) (SynthStats, 
 			}
 		}
 		buckets[d] = nil
+	}
+	if werr != nil {
+		return st, werr
 	}
 	if err := w.Flush(); err != nil {
 		return st, err

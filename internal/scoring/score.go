@@ -12,7 +12,6 @@ package scoring
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"time"
@@ -414,7 +413,3 @@ func (j *job) emit(ctx context.Context, fn func(*customer.Scored) error) error {
 	}
 	return nil
 }
-
-// IsDegenerate reports whether err means the data cannot be scored at all
-// (nothing to score), as opposed to a failed read or bad options.
-func IsDegenerate(err error) bool { return errors.Is(err, ErrNoCustomers) }
