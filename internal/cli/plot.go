@@ -126,8 +126,8 @@ func writePlot(path string, res *scoring.Result) error {
 	if len(ms) == 0 {
 		return errors.New("no holdout report to plot (no model could be fitted on the calibration period)")
 	}
-	const W, H = 1020, 600
-	const left, right, top, bottom = 90, 310, 70, 80
+	const W, H = 1060, 600
+	const left, right, top, bottom = 90, 350, 70, 80
 	c := canvas{image.NewRGBA(image.Rect(0, 0, W, H))}
 	c.rect(0, 0, W, H, white)
 	ymax := 0.0
