@@ -43,8 +43,9 @@ func TestFallbacks(t *testing.T) {
 		{name: "fits stopped after one iteration: RFM only", r: cdnowReader(t),
 			o:        Options{ObservationEnd: date("1997-09-30"), Fit: btyd.FitOptions{MaxIterations: 1}},
 			selected: RFMOnly, fallback: "did not converge", spendReason: "did not converge"},
-		// BG/NBD diverges on this data (today): whichever model is
-		// published, a model other than BG/NBD must come with a reason.
+		// Whichever model is published on this data (BG/NBD converges to
+		// its Poisson limit here), a model other than BG/NBD must come
+		// with a reason.
 		{name: "spend does not vary: Gamma-Gamma not identifiable", r: csvReader(sameAmount.String()),
 			spendReason: "not identifiable", checkValueEq: 10},
 		{name: "Auto with every fit failing", r: cdnowReader(t),

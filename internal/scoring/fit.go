@@ -80,7 +80,7 @@ func (j *job) fit(ctx context.Context) error {
 	}
 	defer wg.Wait()
 
-	full, err := btyd.NewData(j.m.triples)
+	full, err := btyd.NewDataShared(j.m.triples)
 	if err != nil {
 		return fmt.Errorf("scoring: %w", err)
 	}
@@ -90,7 +90,7 @@ func (j *job) fit(ctx context.Context) error {
 	usable, why := j.holdoutUsable()
 	switch {
 	case usable:
-		cal, err := btyd.NewData(j.m.calTriples)
+		cal, err := btyd.NewDataShared(j.m.calTriples)
 		if err != nil {
 			return fmt.Errorf("scoring: calibration data: %w", err)
 		}

@@ -42,11 +42,16 @@ func aliveCurve(m btyd.Model, t float64, x int32, T float64) float64 {
 }
 
 // factored is a btyd.Model whose ExpectedPurchases at one horizon uses the
-// factorisation above with h cached per (x, T). Not safe for concurrent use.
+// factorisation above with h cached per (x, T). Summaries in canonical
+// order (by x, then T) come in runs of one (x, T): the previous pair is
+// checked before the map. Not safe for concurrent use.
 type factored struct {
 	btyd.Model
-	t     float64
-	cache map[pairKey]float64
+	t       float64
+	cache   map[pairKey]float64
+	last    pairKey
+	lastH   float64
+	hasLast bool
 }
 
 func newFactored(m btyd.Model, t float64) *factored {
@@ -59,10 +64,14 @@ func (f *factored) ExpectedPurchases(t float64, x int32, tx, T float64) float64 
 		return f.Model.ExpectedPurchases(t, x, tx, T)
 	}
 	k := pairKey{x, T}
-	h, ok := f.cache[k]
-	if !ok {
-		h = aliveCurve(f.Model, t, x, T)
-		f.cache[k] = h
+	h := f.lastH
+	if !f.hasLast || k != f.last {
+		var ok bool
+		if h, ok = f.cache[k]; !ok {
+			h = aliveCurve(f.Model, t, x, T)
+			f.cache[k] = h
+		}
+		f.last, f.lastH, f.hasLast = k, h, true
 	}
 	if h < 0 {
 		return f.Model.ExpectedPurchases(t, x, tx, T)

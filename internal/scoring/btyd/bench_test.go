@@ -46,6 +46,7 @@ func benchData(b *testing.B) *Data {
 
 func BenchmarkFitBGNBD(b *testing.B) {
 	d := benchData(b)
+	d.pairIndex()
 	b.Logf("%v customers, %d triples, %d distinct x, %d distinct times, %d (x,t) pairs",
 		d.Customers(), len(d.Triples), d.DistinctX(), d.DistinctTimes(), len(d.pairs))
 	b.ResetTimer()

@@ -92,15 +92,19 @@ func bgLogLikelihood(d *Data, modified bool, r, alpha, a, b float64) float64 {
 }
 
 // bgEval evaluates the BG/NBD or MBG/NBD log-likelihood and its gradient.
-// With d = ln(a/(b+x-1)) + (r+x)·ln((α+T)/(α+t_x)) (BG/NBD, x > 0) or
-// d = ln(a/(b+x)) + (r+x)·ln((α+T)/(α+t_x)) (MBG/NBD, all x), a customer's
-// log-likelihood is
+// With L(t) = ln(1+t/α) and d = ln(a/(b+x-1)) + (r+x)·(L(T)−L(t_x)) (BG/NBD,
+// x > 0) or d = ln(a/(b+x)) + (r+x)·(L(T)−L(t_x)) (MBG/NBD, all x), a
+// customer's log-likelihood is
 //
-//	ℓ = c(x) + r ln α − (r+x) ln(α+T) + softplus(d),
+//	ℓ = c(x) − x ln α − (r+x) L(T) + softplus(d),
 //	c(x) = lnΓ(r+x)/Γ(r) + lnΓ(b+x')/Γ(b) − lnΓ(a+b+x')/Γ(a+b),  x' = x (BG) or x+1 (MBG),
 //
-// (FHL 2005 eq. 6 rewritten with B(a,b+x)/B(a,b) as rising factorials). c(x)
-// is computed once per distinct x and ln(α+t) once per distinct t, so a
+// (FHL 2005 eq. 6 rewritten with B(a,b+x)/B(a,b) as rising factorials, and
+// r ln α − (r+x) ln(α+T) as −x ln α − (r+x) L(T): the textbook form
+// subtracts two terms of size r·ln α, which leaves only rounding noise when
+// a fit drifts towards the Poisson limit r, α → ∞ (no heterogeneity in the
+// purchase rate), and the optimiser then "descends" into that noise). c(x)
+// is computed once per distinct x and L(t) once per distinct t, so a
 // triple costs one exp and one log1p.
 type bgEval struct {
 	d        *Data
@@ -113,11 +117,12 @@ type bgEval struct {
 	part                                    []bgPartial
 }
 
-// bgTime holds ln(α+t) and 1/(α+t) side by side: one cache line per lookup.
-type bgTime struct{ lnA, invA float64 }
+// bgTime holds L(t) = ln(1+t/α) and u(t) = t/(α+t) = α·∂L/∂α side by
+// side: one cache line per lookup.
+type bgTime struct{ L, u float64 }
 
 type bgPartial struct {
-	ll, gr, galpha float64
+	ll, gr, galpha float64   // galpha is α·∂ℓ/∂α
 	sig            []float64 // Σ count·σ(d) per distinct x
 }
 
@@ -161,19 +166,18 @@ func (e *bgEval) negLL(theta, grad []float64) float64 {
 		}
 	}
 	for j, t := range d.times {
-		e.tt[j] = bgTime{math.Log(alpha + t), 1 / (alpha + t)}
+		e.tt[j] = bgTime{math.Log1p(t / alpha), t / (alpha + t)}
 	}
 	parallel(e.workers, len(d.tri), func(w, lo, hi int) { e.part[w] = e.sum(e.part[w], r, lo, hi) })
 
-	// Terms constant per distinct x and per customer.
+	// Terms constant per distinct x.
 	lnAlpha := math.Log(alpha)
-	ll := d.total * r * lnAlpha
-	gr, galpha := d.total*lnAlpha, d.total*r/alpha
-	var ga, gb float64
+	var ll, gr, galpha, ga, gb float64
 	for k := range d.xs {
 		n := d.xCount[k]
-		ll += n * e.cx[k]
+		ll += n * (e.cx[k] - e.xf[k]*lnAlpha)
 		gr += n * e.dgR[k]
+		galpha -= n * e.xf[k]
 		ga -= n * e.dgAB[k]
 		gb += n * (e.dgB[k] - e.dgAB[k])
 	}
@@ -192,7 +196,7 @@ func (e *bgEval) negLL(theta, grad []float64) float64 {
 		return math.Inf(1)
 	}
 	inv := -1 / d.total
-	grad[0], grad[1], grad[2], grad[3] = inv*gr*r, inv*galpha*alpha, inv*ga*a, inv*gb*b
+	grad[0], grad[1], grad[2], grad[3] = inv*gr*r, inv*galpha, inv*ga*a, inv*gb*b
 	return inv * ll
 }
 
@@ -212,14 +216,14 @@ func (e *bgEval) sum(p bgPartial, r float64, lo, hi int) bgPartial {
 		}
 		rx := r + xf[tr.xi]
 		T := tt[tr.ti]
-		l, gr, ga := -rx*T.lnA, -T.lnA, -rx*T.invA
+		l, gr, ga := -rx*T.L, -T.L, rx*T.u
 		if e.modified || xf[tr.xi] > 0 { // BG/NBD: the dropout term needs a repeat purchase
 			t := tt[tr.txi]
-			dl := T.lnA - t.lnA
+			dl := T.L - t.L
 			sp, sig := softplus(lnD[tr.xi] + rx*dl)
 			l += sp
 			gr += sig * dl
-			ga += sig * rx * (T.invA - t.invA)
+			ga += sig * rx * (t.u - T.u)
 			sigSum += tr.c * sig
 		}
 		p.ll += tr.c * l

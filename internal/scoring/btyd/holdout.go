@@ -1,6 +1,7 @@
 package btyd
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 )
@@ -31,12 +32,19 @@ type HoldoutReport struct {
 }
 
 // Holdout accumulates (calibration summary, holdout purchases) pairs for a
-// HoldoutReport. Predictions are memoised per distinct (x, t_x, T), so a
-// million customers cost about as many model evaluations as distinct
-// triples. Not safe for concurrent use; Merge accumulators of shards.
+// HoldoutReport. Each distinct (x, t_x, T) costs one model evaluation, so a
+// million customers cost about as many as distinct triples. Records in
+// canonical order (ascending by (x, T, t_x), equal summaries in a row, as
+// Data.Triples and internal/scoring's calibration groups come) need no
+// lookup at all: a summary is either the previous one or new. Only when
+// the order breaks are predictions memoised in a map. Not safe for
+// concurrent use; Merge accumulators of shards.
 type Holdout struct {
 	model                 Model
 	horizon               float64
+	last                  tripleKey // summary of the previous record
+	lastP                 float64   // its prediction
+	any                   bool      // a record was added
 	cache                 map[tripleKey]float64
 	n, act, pred, abs, sq float64
 	bn, bAct, bPred       [HoldoutBuckets]float64
@@ -47,7 +55,7 @@ func NewHoldout(m Model, horizon float64) (*Holdout, error) {
 	if m == nil || !(horizon > 0) || math.IsInf(horizon, 1) {
 		return nil, fmt.Errorf("new holdout: %w: model %v, horizon %v", ErrInvalidInput, m, horizon)
 	}
-	return &Holdout{model: m, horizon: horizon, cache: make(map[tripleKey]float64)}, nil
+	return &Holdout{model: m, horizon: horizon}, nil
 }
 
 // Add records one customer with calibration summary (x, t_x, T) who made
@@ -62,12 +70,7 @@ func (h *Holdout) AddN(x int32, tx, T, actual, n float64) error {
 	if !(actual >= 0) || math.IsInf(actual, 1) || !(n > 0) || math.IsInf(n, 1) {
 		return fmt.Errorf("holdout add: %w: actual %v, count %v", ErrInvalidInput, actual, n)
 	}
-	k := tripleKey{x, tx + 0, T + 0}
-	p, ok := h.cache[k]
-	if !ok {
-		p = h.model.ExpectedPurchases(h.horizon, x, tx, T)
-		h.cache[k] = p
-	}
+	p := h.predict(tripleKey{x, tx + 0, T + 0})
 	h.n += n
 	h.act += n * actual
 	h.pred += n * p
@@ -78,6 +81,39 @@ func (h *Holdout) AddN(x int32, tx, T, actual, n float64) error {
 	h.bAct[b] += n * actual
 	h.bPred[b] += n * p
 	return nil
+}
+
+// predict returns E[Y(horizon) | k], evaluating the model once per
+// distinct summary.
+func (h *Holdout) predict(k tripleKey) float64 {
+	if h.any && k == h.last {
+		return h.lastP
+	}
+	var p float64
+	switch {
+	case h.cache == nil && (!h.any || keyLess(h.last, k)):
+		// Still in canonical order: k was never seen.
+		p = h.model.ExpectedPurchases(h.horizon, k.x, k.tx, k.T)
+	default:
+		if h.cache == nil {
+			// Out of order: memoise from now on. The summaries seen so far
+			// are not in the map; meeting one again costs one more
+			// evaluation of the same value.
+			h.cache = make(map[tripleKey]float64)
+		}
+		var ok bool
+		if p, ok = h.cache[k]; !ok {
+			p = h.model.ExpectedPurchases(h.horizon, k.x, k.tx, k.T)
+			h.cache[k] = p
+		}
+	}
+	h.last, h.lastP, h.any = k, p, true
+	return p
+}
+
+// keyLess orders summaries canonically: by x, then T, then t_x.
+func keyLess(a, b tripleKey) bool {
+	return cmp.Or(cmp.Compare(a.x, b.x), cmp.Compare(a.T, b.T), cmp.Compare(a.tx, b.tx)) < 0
 }
 
 // Merge adds the records of o (which must use the same model and horizon).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // FitOptions tunes a fit. The zero value is a good default.
@@ -13,6 +14,9 @@ type FitOptions struct {
 	// GradTol is the convergence threshold on the largest component of the
 	// gradient of the mean negative log-likelihood with respect to the
 	// log-parameters (default 1e-7: parameters then agree to ~1e-6 relative).
+	// The mean does not grow with the data, and the gradient is accurate to
+	// rounding, so the default holds from a few thousand customers to
+	// millions (see noiseRel for why this needs care in the line search).
 	GradTol float64
 	// Init are starting parameters by name ("r", "alpha", ...); missing names
 	// start at 1 (as lifetimes does). Values must be positive.
@@ -44,6 +48,25 @@ func (o FitOptions) gradTol() float64 {
 	}
 	return 1e-7
 }
+
+const (
+	// noiseRel bounds the relative rounding noise of an objective: a sum
+	// over up to millions of customers is accurate to about 1e-14·|f| (the
+	// error of a long floating-point sum grows with the number of terms),
+	// so changes of f below noiseRel·|f| are not evidence of anything.
+	// Near the optimum of a large data set the decrease a BFGS step makes
+	// (about |∇f|²) falls below that noise while the gradient is still
+	// above GradTol, and an Armijo test then accepts or rejects steps at
+	// random: the fit wanders at a gradient of a few 1e-7 until the
+	// iteration limit. Within the noise the line search decides by the
+	// directional derivative instead (Hager & Zhang's approximate Wolfe
+	// condition, CG_DESCENT, SIAM J. Optim. 16(1), 2005), which is accurate
+	// to rounding, so the gradient criterion stays reachable at any data
+	// size.
+	noiseRel = 1e-10
+	// wolfeDelta is δ of the approximate Wolfe condition φ'(α) <= (2δ−1)φ'(0).
+	wolfeDelta = 0.1
+)
 
 // objective returns f(θ) and fills grad; a non-finite f marks θ as outside
 // the region where the model can be evaluated (the line search backs off).
@@ -102,23 +125,43 @@ func minimize(ctx context.Context, f objective, x0 []float64, H0 [][]float64, op
 			scale(p, maxStep/m)
 		}
 		slope := dot(p, g)
+		noise := noiseRel * math.Max(1, math.Abs(fx))
 		step, fn, ok := 1.0, 0.0, false
 		for ls := 0; ls < 60; ls++ {
 			for i := range x {
 				xn[i] = x[i] + step*p[i]
 			}
+			if slices.Equal(xn, x) {
+				break // the step no longer moves x: no progress along p
+			}
 			fn = f(xn, gn)
 			res.Evaluations++
-			if isFinite(fn) && allFinite(gn) && fn <= fx+c1*step*slope {
+			if !isFinite(fn) || !allFinite(gn) {
+				step *= 0.1
+				continue
+			}
+			df := fn - fx
+			if math.Abs(df) <= noise {
+				// The change of f is within its rounding noise, so f cannot
+				// tell a better point: decide by the directional
+				// derivative, which stays accurate (approximate Wolfe).
+				dphi := dot(gn, p)
+				if dphi <= (2*wolfeDelta-1)*slope {
+					ok = true // still descending, or past the minimum by little
+					break
+				}
+				// Far past the minimum along p: secant step on φ'.
+				t := step * -slope / (dphi - slope)
+				step = math.Min(math.Max(t, 0.1*step), 0.5*step)
+				continue
+			}
+			if df <= c1*step*slope { // Armijo
 				ok = true
 				break
 			}
-			if isFinite(fn) { // quadratic interpolation, safeguarded
-				t := -slope * step * step / (2 * (fn - fx - slope*step))
-				step = math.Min(math.Max(t, 0.1*step), 0.5*step)
-			} else {
-				step *= 0.1
-			}
+			// quadratic interpolation, safeguarded
+			t := -slope * step * step / (2 * (df - slope*step))
+			step = math.Min(math.Max(t, 0.1*step), 0.5*step)
 		}
 		if !ok {
 			// No decrease along a descent direction: we are at the rounding

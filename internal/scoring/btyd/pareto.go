@@ -191,6 +191,7 @@ type paretoPartial struct {
 const maxSeriesTerms = 200_000
 
 func newParetoEval(d *Data, workers int) *paretoEval {
+	d.pairIndex()
 	e := &paretoEval{d: d, workers: workers}
 	e.xf = make([]float64, len(d.xs))
 	for k, x := range d.xs {
@@ -335,14 +336,14 @@ func pairEval(ct *coefTab, alpha, beta, t float64) pairVal {
 // sum accumulates the per-triple terms of triples [lo, hi).
 func (e *paretoEval) sum(r, s float64, lo, hi int) paretoPartial {
 	var p paretoPartial
-	tab, pairs, xf := e.tab, e.pairs, e.xf
-	for _, tr := range e.d.tri[lo:hi] {
+	tab, pairs, xf, pref := e.tab, e.pairs, e.xf, e.d.pref[lo:hi]
+	for i, tr := range e.d.tri[lo:hi] {
 		rx := r + xf[tr.xi]
 		A := rx + s
 		qs := s / A
 		dq := [4]float64{-s / (A * A), 0, rx / (A * A), 0}
 		tT, tt := tab[tr.ti], tab[tr.txi]
-		pT, pt := pairs[tr.pt], pairs[tr.ptx]
+		pT, pt := pairs[pref[i].pt], pairs[pref[i].ptx]
 		// D = (r+x)(ln(α+T) − ln(α+t_x)) + s(ln(β+T) − ln(β+t_x)) and its gradient.
 		dD := [4]float64{tT.lA - tt.lA, rx * (tT.iA - tt.iA), tT.lB - tt.lB, s * (tT.iB - tt.iB)}
 		D := rx*dD[0] + s*dD[2]
