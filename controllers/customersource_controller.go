@@ -84,12 +84,18 @@ func (r *CustomerSourceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		setCondition(&cs, retentionv1.ConditionReconciling, metav1.ConditionFalse, retentionv1.ReasonSuspended, "refreshes are suspended")
 		return ctrl.Result{}, patcher.Patch(ctx, &cs)
 	}
-	// 2. Not due: come back when it is.
-	if wait, due := r.due(&cs, now); !due {
-		return ctrl.Result{RequeueAfter: wait}, nil
+	// 2. Read the Secrets and ConfigMaps the source refers to.
+	in, err := r.resolveInput(ctx, &cs)
+	var msg string
+	if err == nil {
+		// 3. Not due (same spec, same data, before the next refresh): come back when it is.
+		if wait, due := r.due(&cs, now, in.Revision); !due {
+			return ctrl.Result{RequeueAfter: wait}, nil
+		}
+		// 4. Score.
+		msg, err = r.score(ctx, &cs, in, now)
 	}
-	// 3. Score, then record the outcome.
-	msg, err := r.score(ctx, &cs, now)
+	// 5. Record the outcome.
 	markReady(&cs, err, retentionv1.ReasonSucceeded, msg)
 	meta.RemoveStatusCondition(&cs.Status.Conditions, retentionv1.ConditionReconciling)
 	interval := durationOr(cs.Spec.RefreshInterval, time.Hour)
@@ -115,11 +121,15 @@ func (r *CustomerSourceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 }
 
 // due reports whether the source should be scored now, or how long to wait.
-// A spec change (new generation) is always due; otherwise the next refresh
+// A spec change (new generation) or new data in a referenced ConfigMap or
+// Secret (a new input revision) is due at once; otherwise the next refresh
 // time in status decides.
-func (r *CustomerSourceReconciler) due(cs *retentionv1.CustomerSource, now time.Time) (time.Duration, bool) {
+func (r *CustomerSourceReconciler) due(cs *retentionv1.CustomerSource, now time.Time, inputRevision string) (time.Duration, bool) {
 	ready := meta.FindStatusCondition(cs.Status.Conditions, retentionv1.ConditionReady)
 	if ready == nil || ready.ObservedGeneration != cs.Generation || cs.Status.NextScoredTime == nil {
+		return 0, true
+	}
+	if cs.Status.SnapshotID != 0 && inputRevision != cs.Status.InputRevision {
 		return 0, true
 	}
 	if ready.Status != metav1.ConditionTrue && isWaitingForReference(ready.Reason) {
@@ -157,11 +167,7 @@ func (r *CustomerSourceReconciler) failureBackoff(cs *retentionv1.CustomerSource
 
 // score reads and scores the source into a new current snapshot and
 // records the outcome in status. It returns the Ready message.
-func (r *CustomerSourceReconciler) score(ctx context.Context, cs *retentionv1.CustomerSource, now time.Time) (string, error) {
-	in, err := r.resolveInput(ctx, cs)
-	if err != nil {
-		return "", err
-	}
+func (r *CustomerSourceReconciler) score(ctx context.Context, cs *retentionv1.CustomerSource, in *sourceInput, now time.Time) (string, error) {
 	opts, err := scoringOptions(cs, r.Clock)
 	if err != nil {
 		return "", err
@@ -195,6 +201,7 @@ func (r *CustomerSourceReconciler) score(ctx context.Context, cs *retentionv1.Cu
 		ctrl.LoggerFrom(ctx).Error(err, "pruning old snapshots")
 	}
 	recordScoring(cs, res, snap.ID, now, r.Clock.Now().Sub(now))
+	cs.Status.InputRevision = in.Revision
 	r.observe(cs, res, &bands, now)
 	if res.Rejected > 0 && r.Recorder != nil {
 		r.Recorder.Eventf(cs, nil, corev1.EventTypeWarning, "RejectedRows", "Score",

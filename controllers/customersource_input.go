@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"sort"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -138,12 +140,16 @@ type sourceInput struct {
 	CustomersAuth           *resolvedAuth
 	DSN                     string
 	HTTPAuth                *resolvedAuth
+	// Revision identifies the Secrets and ConfigMaps read, by resource
+	// version: when it changes, the data (or a credential) changed.
+	Revision string
 }
 
 // resolveInput reads every Secret and ConfigMap the source refers to.
 func (r *CustomerSourceReconciler) resolveInput(ctx context.Context, cs *retentionv1.CustomerSource) (*sourceInput, error) {
-	s := secrets{reader: r.APIReader}
+	s := secrets{reader: r.APIReader, versions: map[string]string{}}
 	in := &sourceInput{}
+	defer func() { in.Revision = revision(s.versions) }()
 	var err error
 	switch {
 	case cs.Spec.CSV != nil:
@@ -186,4 +192,21 @@ func (r *CustomerSourceReconciler) resolveLocation(ctx context.Context, s secret
 		return nil, auth, err
 	}
 	return nil, nil, nil
+}
+
+// revision joins resource versions in a stable order.
+func revision(versions map[string]string) string {
+	keys := make([]string, 0, len(versions))
+	for k := range versions {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(k + "@" + versions[k])
+	}
+	return b.String()
 }

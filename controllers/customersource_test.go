@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -126,16 +125,16 @@ func TestCustomerSourceScoring(t *testing.T) {
 
 	// Bad rows beyond the allowed share: the previous snapshot stays current.
 	bad := strings.Replace(string(transactionsCSV(customers, 7)), ",2025-", ",2025/", 200)
+	// New data in the ConfigMap is scored at once (the watch and the input
+	// revision), not at the next refresh an hour later.
 	cm.Data["transactions.csv"] = bad
 	if err := k8sClient.Update(ctx, cm); err != nil {
 		t.Fatal(err)
 	}
-	patch = client.MergeFrom(cs.DeepCopy())
-	cs.Spec.MaxRejectedPercent = ptr.To[int32](2)
-	if err := k8sClient.Patch(ctx, cs, patch); err != nil {
-		t.Fatal(err)
-	}
 	eventually(t, 2*waitFor, readyIs(cs, conds, metav1.ConditionFalse, retentionv1.ReasonTooManyRejectedRows, "previous snapshot stays current"))
+	if !strings.Contains(cs.Status.InputRevision, "ConfigMap/shop-data@") {
+		t.Fatalf("input revision %q does not name the ConfigMap", cs.Status.InputRevision)
+	}
 	if cs.Status.SnapshotID != second {
 		t.Fatalf("snapshot moved to %d on a failed read, want %d", cs.Status.SnapshotID, second)
 	}

@@ -131,11 +131,6 @@ func TestSegmentMembership(t *testing.T) {
 	if err := k8sClient.Update(ctx, cm); err != nil {
 		t.Fatal(err)
 	}
-	patch := client.MergeFrom(cs.DeepCopy())
-	cs.Spec.Scoring.AnnualDiscountPercent = ptrInt32(5)
-	if err := k8sClient.Patch(ctx, cs, patch); err != nil {
-		t.Fatal(err)
-	}
 	eventually(t, waitFor, func() error {
 		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(cs), cs); err != nil {
 			return err
@@ -166,7 +161,7 @@ func TestSegmentMembership(t *testing.T) {
 	sameSet(t, members(t, key), want2)
 
 	// The rule is edited: the membership follows on the same snapshot.
-	patch = client.MergeFrom(seg.DeepCopy())
+	patch := client.MergeFrom(seg.DeepCopy())
 	seg.Spec.Rule = "customer.frequency >= 3 && customer.pAlive > 0.1"
 	if err := k8sClient.Patch(ctx, seg, patch); err != nil {
 		t.Fatal(err)
@@ -205,5 +200,3 @@ func TestSegmentMembership(t *testing.T) {
 		return nil
 	})
 }
-
-func ptrInt32(v int32) *int32 { return &v }

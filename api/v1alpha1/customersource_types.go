@@ -499,6 +499,12 @@ type CustomerSourceStatus struct {
 	// +optional
 	RejectedSamples []RowRejection `json:"rejectedSamples,omitempty"`
 
+	// inputRevision names the resource versions of the ConfigMaps and
+	// Secrets the current snapshot was read from. When any of them
+	// changes, the source is scored again at once, not at the next refresh.
+	// +optional
+	InputRevision string `json:"inputRevision,omitempty"`
+
 	// snapshotID of the current scored snapshot in the store.
 	// +optional
 	SnapshotID int64 `json:"snapshotID,omitempty"`
