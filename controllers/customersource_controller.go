@@ -207,6 +207,8 @@ func (r *CustomerSourceReconciler) score(ctx context.Context, cs *retentionv1.Cu
 		r.Recorder.Eventf(cs, nil, corev1.EventTypeWarning, "RejectedRows", "Score",
 			"%d of %d rows rejected; first: %s", res.Rejected, res.Source.Rows, firstRejection(res.Source))
 	}
+	ctrl.LoggerFrom(ctx).Info("scored", "customers", res.Customers, "transactions", res.Transactions,
+		"rejectedRows", res.Rejected, "model", res.Selected, "snapshot", snap.ID, "duration", cs.Status.Duration.Duration)
 	return fmt.Sprintf("scored %d customers with %s (%s)", res.Customers, res.Selected, selectionText(res)), nil
 }
 
