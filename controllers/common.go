@@ -12,10 +12,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+	"github.com/retention-dev/retention-operator/internal/store"
 )
 
 // Clock tells the time. Reconcilers take every "now" from it so tests can
@@ -230,4 +232,37 @@ func referrers(c client.Client, newList func() client.ObjectList, index string) 
 // isReady reports whether the Ready condition is True.
 func isReady(conds []metav1.Condition) bool {
 	return meta.IsStatusConditionTrue(conds, retentionv1.ConditionReady)
+}
+
+// ensureFinalizer adds a finalizer that lets the operator clean the store
+// before the object goes.
+func ensureFinalizer(ctx context.Context, c client.Client, obj client.Object, finalizer string) error {
+	if controllerutil.ContainsFinalizer(obj, finalizer) {
+		return nil
+	}
+	patch := client.MergeFrom(obj.DeepCopyObject().(client.Object))
+	controllerutil.AddFinalizer(obj, finalizer)
+	if err := c.Patch(ctx, obj, patch); err != nil {
+		return fmt.Errorf("adding finalizer: %w", err)
+	}
+	return nil
+}
+
+// releaseFinalizer runs cleanup against the store, then removes the
+// finalizer so the deleted object goes. A store that is down keeps the
+// object until it is back: nothing is left behind in the store.
+func releaseFinalizer(ctx context.Context, c client.Client, stores *StoreProvider, obj client.Object, finalizer string, cleanup func(store.Store) error) error {
+	if !controllerutil.ContainsFinalizer(obj, finalizer) {
+		return nil
+	}
+	st, err := stores.Get(ctx)
+	if err != nil {
+		return err
+	}
+	if err := cleanup(st); err != nil {
+		return err
+	}
+	patch := client.MergeFrom(obj.DeepCopyObject().(client.Object))
+	controllerutil.RemoveFinalizer(obj, finalizer)
+	return c.Patch(ctx, obj, patch)
 }

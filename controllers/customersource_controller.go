@@ -13,7 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -67,12 +66,8 @@ func (r *CustomerSourceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if !cs.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.finalize(ctx, &cs)
 	}
-	if !controllerutil.ContainsFinalizer(&cs, snapshotsFinalizer) {
-		patch := client.MergeFrom(cs.DeepCopy())
-		controllerutil.AddFinalizer(&cs, snapshotsFinalizer)
-		if err := r.Patch(ctx, &cs, patch); err != nil {
-			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
-		}
+	if err := ensureFinalizer(ctx, r.Client, &cs, snapshotsFinalizer); err != nil {
+		return ctrl.Result{}, err
 	}
 
 	patcher := newStatusPatcher(r.Client, &cs)
@@ -238,22 +233,15 @@ func (r *CustomerSourceReconciler) scoringFailure(cs *retentionv1.CustomerSource
 
 // finalize drops the source's snapshots and metrics, then lets it go.
 func (r *CustomerSourceReconciler) finalize(ctx context.Context, cs *retentionv1.CustomerSource) error {
-	if !controllerutil.ContainsFinalizer(cs, snapshotsFinalizer) {
+	return releaseFinalizer(ctx, r.Client, r.Stores, cs, snapshotsFinalizer, func(st store.Store) error {
+		if err := st.SnapshotDeleteBySource(ctx, cs.Namespace+"/"+cs.Name); err != nil {
+			return fmt.Errorf("deleting snapshots: %w", err)
+		}
+		if r.Metrics != nil {
+			r.Metrics.ForgetSource(cs.Namespace, cs.Name)
+		}
 		return nil
-	}
-	st, err := r.Stores.Get(ctx)
-	if err != nil {
-		return err
-	}
-	if err := st.SnapshotDeleteBySource(ctx, cs.Namespace+"/"+cs.Name); err != nil {
-		return fmt.Errorf("deleting snapshots: %w", err)
-	}
-	if r.Metrics != nil {
-		r.Metrics.ForgetSource(cs.Namespace, cs.Name)
-	}
-	patch := client.MergeFrom(cs.DeepCopy())
-	controllerutil.RemoveFinalizer(cs, snapshotsFinalizer)
-	return r.Patch(ctx, cs, patch)
+	})
 }
 
 // SetupWithManager registers the reconciler; changes of referenced Secrets

@@ -12,7 +12,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
@@ -57,12 +56,8 @@ func (r *SegmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if !seg.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.finalize(ctx, &seg)
 	}
-	if !controllerutil.ContainsFinalizer(&seg, membershipFinalizer) {
-		patch := client.MergeFrom(seg.DeepCopy())
-		controllerutil.AddFinalizer(&seg, membershipFinalizer)
-		if err := r.Patch(ctx, &seg, patch); err != nil {
-			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
-		}
+	if err := ensureFinalizer(ctx, r.Client, &seg, membershipFinalizer); err != nil {
+		return ctrl.Result{}, err
 	}
 	patcher := newStatusPatcher(r.Client, &seg)
 	msg, err := r.evaluate(ctx, &seg)
@@ -153,23 +148,16 @@ func readyMessage(seg *retentionv1.Segment) string {
 
 // finalize removes the membership and the metrics, then lets the Segment go.
 func (r *SegmentReconciler) finalize(ctx context.Context, seg *retentionv1.Segment) error {
-	if !controllerutil.ContainsFinalizer(seg, membershipFinalizer) {
+	return releaseFinalizer(ctx, r.Client, r.Stores, seg, membershipFinalizer, func(st store.Store) error {
+		if err := st.MembershipDelete(ctx, seg.Namespace+"/"+seg.Name); err != nil {
+			return fmt.Errorf("deleting membership: %w", err)
+		}
+		if r.Metrics != nil {
+			r.Metrics.ForgetSegment(seg.Namespace, seg.Name)
+		}
+		r.rules.forget(seg.UID)
 		return nil
-	}
-	st, err := r.Stores.Get(ctx)
-	if err != nil {
-		return err
-	}
-	if err := st.MembershipDelete(ctx, seg.Namespace+"/"+seg.Name); err != nil {
-		return fmt.Errorf("deleting membership: %w", err)
-	}
-	if r.Metrics != nil {
-		r.Metrics.ForgetSegment(seg.Namespace, seg.Name)
-	}
-	r.rules.forget(seg.UID)
-	patch := client.MergeFrom(seg.DeepCopy())
-	controllerutil.RemoveFinalizer(seg, membershipFinalizer)
-	return r.Patch(ctx, seg, patch)
+	})
 }
 
 // ruleCache keeps each Segment's compiled rule for its generation and its
