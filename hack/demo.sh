@@ -38,7 +38,8 @@ say "installing the CRDs"
 "$KUBECTL" wait --for condition=established --timeout=60s crd --all >/dev/null
 
 say "starting the operator (bin/retention-operator manager)"
-bin/retention-operator manager --store "sqlite://$DEMO_DIR/retention.db" --metrics-bind-address 127.0.0.1:0 --health-probe-bind-address 127.0.0.1:0 \
+METRICS_ADDR="127.0.0.1:${DEMO_METRICS_PORT:-18080}"
+bin/retention-operator manager --store "sqlite://$DEMO_DIR/retention.db" --metrics-bind-address "$METRICS_ADDR" --health-probe-bind-address 127.0.0.1:0 \
   >"$DEMO_DIR/operator.log" 2>&1 &
 pids+=($!)
 
@@ -85,6 +86,9 @@ say "the sample segments, evaluated on the snapshot (kubectl get segments -o wid
 "$KUBECTL" wait -n "$NS" --for=condition=Ready --timeout=60s segment --all >/dev/null || true
 "$KUBECTL" get segments -n "$NS" -o wide
 "$KUBECTL" get segments -n "$NS" -o custom-columns='SEGMENT:.metadata.name,MEMBERS:.status.size,SHARE %:.status.sharePercent,EXPECTED VALUE:.status.expectedValue,SNAPSHOT:.status.snapshotID,RULE:.spec.rule'
+
+say "what Prometheus scrapes (curl http://$METRICS_ADDR/metrics | grep ^retention_)"
+curl -sf "http://$METRICS_ADDR/metrics" | grep -E '^retention_(source_(customers|transactions|customers_by_risk|retention_rate_ratio|expected_value)|segment_size)' | sed 's/^/  /' || echo "  (metrics endpoint not reachable)"
 
 say "kubectl get retention -n $NS"
 "$KUBECTL" get retention -n "$NS"
