@@ -9,18 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/retention-dev/retention-operator/internal/sharedtest"
 )
 
-// cdnowPath is the shared CDNOW sample relative to this package; tests
-// skip when it is absent (it is never copied into the repository).
-func cdnowPath(t *testing.T) string {
-	t.Helper()
-	p := filepath.Join("..", "..", "..", "shared", "data", "cdnow", "cdnow_sample.csv")
-	if _, err := os.Stat(p); os.IsNotExist(err) {
-		t.Skipf("CDNOW sample not found at %s", p)
-	}
-	return p
-}
+// cdnowPath is the shared CDNOW sample; a missing one fails the test.
+func cdnowPath(t *testing.T) string { return sharedtest.CDNOWSample(t) }
 
 // runScore runs the score command and returns its exit code, stdout and stderr.
 func scoreCLI(t *testing.T, args ...string) (int, string, string) {

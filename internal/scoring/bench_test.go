@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/retention-dev/retention-operator/internal/customer"
 	"github.com/retention-dev/retention-operator/internal/scoring/btyd"
@@ -195,21 +194,4 @@ func BenchmarkScoreRank(b *testing.B) {
 	}
 	b.ReportMetric(float64(j.pairs), "pairs")
 	b.ReportMetric(float64(len(j.m.triples)), "triples")
-}
-
-// TestBenchDurations prints the stage durations of one run on the
-// benchmark data (go test -run TestBenchDurations -v with SCORING_BENCH_CSV).
-func TestBenchDurations(t *testing.T) {
-	if os.Getenv("SCORING_BENCH_CSV") == "" {
-		t.Skip("set SCORING_BENCH_CSV")
-	}
-	data := benchData()
-	t0 := time.Now()
-	res, err := Score(context.Background(), benchReader(data), benchOptions(), func(*customer.Scored) error { return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("total %v: %+v", time.Since(t0), res.Durations)
-	t.Logf("customers %d transactions %d triples %d", res.Customers, res.Transactions, res.Triples)
-	t.Logf("models %+v\nspend %+v", res.Models, res.Spend)
 }

@@ -2,12 +2,11 @@ package scoring
 
 import (
 	"math"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/retention-dev/retention-operator/internal/customer"
+	"github.com/retention-dev/retention-operator/internal/sharedtest"
 	"github.com/retention-dev/retention-operator/internal/source"
 )
 
@@ -24,16 +23,8 @@ func date(s string) time.Time {
 	return t
 }
 
-// cdnowPath is the shared CDNOW sample relative to this package; tests
-// skip when it is absent (it is never copied into the repository).
-func cdnowPath(t testing.TB) string {
-	t.Helper()
-	p := filepath.Join("..", "..", "..", "shared", "data", "cdnow", "cdnow_sample.csv")
-	if _, err := os.Stat(p); os.IsNotExist(err) {
-		t.Skipf("CDNOW sample not found at %s", p)
-	}
-	return p
-}
+// cdnowPath is the shared CDNOW sample; a missing one fails the test.
+func cdnowPath(t testing.TB) string { return sharedtest.CDNOWSample(t) }
 
 func cdnowReader(t testing.TB) source.Reader {
 	return &source.CSV{Transactions: source.FromFile(cdnowPath(t)), Mapping: source.Mapping{

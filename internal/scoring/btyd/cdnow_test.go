@@ -4,10 +4,11 @@ import (
 	"encoding/csv"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/retention-dev/retention-operator/internal/sharedtest"
 )
 
 // cdnowCustomer is one customer of the CDNOW sample in the usual recipe:
@@ -27,15 +28,11 @@ var (
 
 const holdoutWeeks = 39.0
 
-// loadCDNOW reads the shared sample relative to the package directory and
-// skips the test when it is absent (the data is never copied into the repo).
+// loadCDNOW reads the shared sample (never copied into the repository);
+// a missing one fails the test.
 func loadCDNOW(t testing.TB) []cdnowCustomer {
 	t.Helper()
-	path := filepath.Join("..", "..", "..", "..", "shared", "data", "cdnow", "cdnow_sample.csv")
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		t.Skipf("CDNOW sample not found at %s", path)
-	}
+	f, err := os.Open(sharedtest.CDNOWSample(t))
 	if err != nil {
 		t.Fatal(err)
 	}
