@@ -9,10 +9,10 @@ import (
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/checker"
 	"github.com/google/cel-go/common/types"
-	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/interpreter"
 
 	"github.com/retention-dev/retention-operator/internal/customer"
+	"github.com/retention-dev/retention-operator/internal/customercel"
 )
 
 // Custom scores are CEL expressions over typed variables, one per feature
@@ -54,39 +54,22 @@ var (
 	ErrCostLimit = errors.New("estimated evaluation cost exceeds the limit")
 )
 
-type celVar struct {
-	name string
-	typ  *cel.Type
-	get  func(c *customer.Scored) ref.Val
-}
-
-var celVars = []celVar{
-	{"customer.frequency", cel.IntType, func(c *customer.Scored) ref.Val { return types.Int(c.Features.Frequency) }},
-	{"customer.recency", cel.DoubleType, func(c *customer.Scored) ref.Val { return types.Double(c.Features.Recency) }},
-	{"customer.age", cel.DoubleType, func(c *customer.Scored) ref.Val { return types.Double(c.Features.Age) }},
-	{"customer.monetary", cel.DoubleType, func(c *customer.Scored) ref.Val { return types.Double(c.Features.Monetary) }},
-	{"customer.transactions", cel.IntType, func(c *customer.Scored) ref.Val { return types.Int(c.Features.Transactions) }},
-	{"customer.totalSpend", cel.DoubleType, func(c *customer.Scored) ref.Val { return types.Double(c.Features.TotalSpend) }},
-	{"customer.firstPurchase", cel.TimestampType, func(c *customer.Scored) ref.Val { return types.Timestamp{Time: c.Features.FirstPurchase} }},
-	{"customer.lastPurchase", cel.TimestampType, func(c *customer.Scored) ref.Val { return types.Timestamp{Time: c.Features.LastPurchase} }},
-	{"customer.recencyDays", cel.IntType, func(c *customer.Scored) ref.Val { return types.Int(c.Features.RecencyDays) }},
-	{"customer.tenureDays", cel.IntType, func(c *customer.Scored) ref.Val { return types.Int(c.Features.TenureDays) }},
-	{"customer.pAlive", cel.DoubleType, func(c *customer.Scored) ref.Val { return types.Double(c.Scores.PAlive) }},
-	{"customer.expectedPurchases", cel.DoubleType, func(c *customer.Scored) ref.Val { return types.Double(c.Scores.ExpectedPurchases) }},
-	{"customer.expectedSpend", cel.DoubleType, func(c *customer.Scored) ref.Val { return types.Double(c.Scores.ExpectedSpend) }},
-	{"customer.expectedValue", cel.DoubleType, func(c *customer.Scored) ref.Val { return types.Double(c.Scores.ExpectedValue) }},
-	{"customer.recencyScore", cel.IntType, func(c *customer.Scored) ref.Val { return types.Int(c.Scores.RecencyScore) }},
-	{"customer.frequencyScore", cel.IntType, func(c *customer.Scored) ref.Val { return types.Int(c.Scores.FrequencyScore) }},
-	{"customer.monetaryScore", cel.IntType, func(c *customer.Scored) ref.Val { return types.Int(c.Scores.MonetaryScore) }},
-	{"customer.valuePercentile", cel.DoubleType, func(c *customer.Scored) ref.Val { return types.Double(c.Scores.ValuePercentile) }},
-	{"customer.frequencyPercentile", cel.DoubleType, func(c *customer.Scored) ref.Val { return types.Double(c.Scores.FrequencyPercentile) }},
-	{"customer.recencyPercentile", cel.DoubleType, func(c *customer.Scored) ref.Val { return types.Double(c.Scores.RecencyPercentile) }},
-}
+// celVars are the fields custom scores see: the features and scores of
+// internal/customercel (not the id or contact fields).
+var celVars = func() []customercel.Field {
+	var vs []customercel.Field
+	for _, f := range customercel.Fields {
+		if f.Kind == customercel.Feature || f.Kind == customercel.Score {
+			vs = append(vs, f)
+		}
+	}
+	return vs
+}()
 
 var celVarIndex = func() map[string]int {
 	m := make(map[string]int, len(celVars))
 	for i, v := range celVars {
-		m[v.name] = i
+		m[v.Name] = i
 	}
 	return m
 }()
@@ -103,7 +86,7 @@ func (a *activation) ResolveName(name string) (any, bool) {
 	if !ok {
 		return nil, false
 	}
-	return celVars[i].get(a.c), true
+	return celVars[i].Get(a.c), true
 }
 
 // Parent implements interpreter.Activation.
@@ -130,7 +113,7 @@ func (noSizes) EstimateCallCost(string, string, *checker.AstNode, []checker.AstN
 func newCELEnv() (*cel.Env, error) {
 	opts := []cel.EnvOption{cel.CrossTypeNumericComparisons(true)}
 	for _, v := range celVars {
-		opts = append(opts, cel.Variable(v.name, v.typ))
+		opts = append(opts, cel.Variable(v.Name, v.Type))
 	}
 	env, err := cel.NewEnv(opts...)
 	if err != nil {

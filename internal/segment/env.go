@@ -128,7 +128,7 @@ func NewEnv(schema Schema, opts EnvOptions) (*Env, error) {
 	add := func(v *variable) { e.vars[v.name] = v }
 	for i := range builtins {
 		b := &builtins[i]
-		add(&variable{kind: varField, name: b.name, typ: b.typ, field: b})
+		add(&variable{kind: varField, name: b.Name, typ: b.Type, field: b})
 	}
 	add(&variable{kind: varNow, name: "now", typ: cel.TimestampType})
 	for name, t := range schema.Attributes {
@@ -193,7 +193,7 @@ func (e *Env) CostLimit() uint64 { return e.limit }
 func (e *Env) Fields() []Field {
 	out := make([]Field, 0, len(builtins)+1+len(e.attrNames)+len(e.customNames))
 	for _, b := range builtins {
-		out = append(out, Field{Name: b.name, Type: typeName(b.typ), Doc: b.doc})
+		out = append(out, Field{Name: b.Name, Type: typeName(b.Type), Doc: b.Doc})
 	}
 	out = append(out, Field{Name: "now", Type: "timestamp", Doc: "the evaluation time"})
 	for _, n := range e.attrNames {
@@ -277,7 +277,7 @@ func (e *Env) unknownMessage(full string) string {
 	name, _, _ := strings.Cut(rest, ".")
 	var fields []string
 	for _, b := range builtins {
-		if n, ok := strings.CutPrefix(b.name, "customer."); ok && !strings.Contains(n, ".") {
+		if n, ok := strings.CutPrefix(b.Name, "customer."); ok && !strings.Contains(n, ".") {
 			fields = append(fields, n)
 		}
 	}

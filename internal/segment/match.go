@@ -91,7 +91,7 @@ func (a *activation) ResolveName(name string) (any, bool) {
 	}
 	switch b.kind {
 	case varField:
-		return b.field.get(a.c), true
+		return b.field.Get(a.c), true
 	case varNow:
 		return a.now, true
 	case varAttr:
