@@ -79,18 +79,21 @@ func (r *CustomerSourceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		setCondition(&cs, retentionv1.ConditionReconciling, metav1.ConditionFalse, retentionv1.ReasonSuspended, "refreshes are suspended")
 		return ctrl.Result{}, patcher.Patch(ctx, &cs)
 	}
-	// 2. Read the Secrets and ConfigMaps the source refers to.
+	// 2. Not due (same spec, same data, before the next refresh): come back when it is.
+	revision, known := r.inputRevision(ctx, &cs)
+	if wait, due := r.due(&cs, now, revision, known); !due {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
+	// 3. Read the Secrets and ConfigMaps the source refers to, and score.
 	in, err := r.resolveInput(ctx, &cs)
 	var msg string
 	if err == nil {
-		// 3. Not due (same spec, same data, before the next refresh): come back when it is.
-		if wait, due := r.due(&cs, now, in.Revision); !due {
-			return ctrl.Result{RequeueAfter: wait}, nil
-		}
-		// 4. Score.
 		msg, err = r.score(ctx, &cs, in, now)
 	}
-	// 5. Record the outcome.
+	if err == nil {
+		cs.Status.InputRevision = revision
+	}
+	// 4. Record the outcome.
 	markReady(&cs, err, retentionv1.ReasonSucceeded, msg)
 	meta.RemoveStatusCondition(&cs.Status.Conditions, retentionv1.ConditionReconciling)
 	interval := durationOr(cs.Spec.RefreshInterval, time.Hour)
@@ -119,32 +122,20 @@ func (r *CustomerSourceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 // A spec change (new generation) or new data in a referenced ConfigMap or
 // Secret (a new input revision) is due at once; otherwise the next refresh
 // time in status decides.
-func (r *CustomerSourceReconciler) due(cs *retentionv1.CustomerSource, now time.Time, inputRevision string) (time.Duration, bool) {
+func (r *CustomerSourceReconciler) due(cs *retentionv1.CustomerSource, now time.Time, inputRevision string, known bool) (time.Duration, bool) {
 	ready := meta.FindStatusCondition(cs.Status.Conditions, retentionv1.ConditionReady)
 	if ready == nil || ready.ObservedGeneration != cs.Generation || cs.Status.NextScoredTime == nil {
 		return 0, true
 	}
-	if cs.Status.SnapshotID != 0 && inputRevision != cs.Status.InputRevision {
-		return 0, true
-	}
-	if ready.Status != metav1.ConditionTrue && isWaitingForReference(ready.Reason) {
-		// A watch brought us here: the missing object may exist now.
+	if !known || inputRevision != cs.Status.InputRevision {
+		// A referenced object is missing (resolveInput will say which) or
+		// changed since the last successful scoring: a watch brought us here.
 		return 0, true
 	}
 	if wait := cs.Status.NextScoredTime.Sub(now); wait > 0 {
 		return wait, false
 	}
 	return 0, true
-}
-
-// isWaitingForReference reports reasons that a watched object resolves.
-func isWaitingForReference(reason string) bool {
-	switch reason {
-	case retentionv1.ReasonSecretNotFound, retentionv1.ReasonSecretKeyNotFound,
-		retentionv1.ReasonConfigMapNotFound, retentionv1.ReasonConfigMapKeyNotFound:
-		return true
-	}
-	return false
 }
 
 // failureBackoff grows with how long the source has been failing: the wait
@@ -196,7 +187,6 @@ func (r *CustomerSourceReconciler) score(ctx context.Context, cs *retentionv1.Cu
 		ctrl.LoggerFrom(ctx).Error(err, "pruning old snapshots")
 	}
 	recordScoring(cs, res, snap.ID, now, r.Clock.Now().Sub(now))
-	cs.Status.InputRevision = in.Revision
 	r.observe(cs, res, &bands, now)
 	if res.Rejected > 0 && r.Recorder != nil {
 		r.Recorder.Eventf(cs, nil, corev1.EventTypeWarning, "RejectedRows", "Score",

@@ -2,12 +2,15 @@ package controllers
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
 	"github.com/retention-dev/retention-operator/internal/customer"
@@ -140,16 +143,12 @@ type sourceInput struct {
 	CustomersAuth           *resolvedAuth
 	DSN                     string
 	HTTPAuth                *resolvedAuth
-	// Revision identifies the Secrets and ConfigMaps read, by resource
-	// version: when it changes, the data (or a credential) changed.
-	Revision string
 }
 
 // resolveInput reads every Secret and ConfigMap the source refers to.
 func (r *CustomerSourceReconciler) resolveInput(ctx context.Context, cs *retentionv1.CustomerSource) (*sourceInput, error) {
-	s := secrets{reader: r.APIReader, versions: map[string]string{}}
+	s := secrets{reader: r.APIReader}
 	in := &sourceInput{}
-	defer func() { in.Revision = revision(s.versions) }()
 	var err error
 	switch {
 	case cs.Spec.CSV != nil:
@@ -194,19 +193,27 @@ func (r *CustomerSourceReconciler) resolveLocation(ctx context.Context, s secret
 	return nil, nil, nil
 }
 
-// revision joins resource versions in a stable order.
-func revision(versions map[string]string) string {
-	keys := make([]string, 0, len(versions))
-	for k := range versions {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteByte(',')
+// inputRevision names the resource versions of the Secrets and ConfigMaps
+// the source refers to, read from the operator's metadata cache (the
+// metadata-only watches): no data is read to decide whether the source is
+// due. ok is false when one cannot be read, which makes the source due,
+// and resolveInput then says what is missing.
+func (r *CustomerSourceReconciler) inputRevision(ctx context.Context, cs *retentionv1.CustomerSource) (revision string, ok bool) {
+	var parts []string
+	for _, ref := range []struct {
+		kind  string
+		names []string
+	}{{"ConfigMap", sourceConfigMapNames(cs)}, {"Secret", sourceSecretNames(cs)}} {
+		names := slices.Clone(ref.names)
+		sort.Strings(names)
+		for _, name := range slices.Compact(names) {
+			m := &metav1.PartialObjectMetadata{}
+			m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind(ref.kind))
+			if err := r.Get(ctx, types.NamespacedName{Namespace: cs.Namespace, Name: name}, m); err != nil {
+				return "", false
+			}
+			parts = append(parts, ref.kind+"/"+name+"@"+m.ResourceVersion)
 		}
-		b.WriteString(k + "@" + versions[k])
 	}
-	return b.String()
+	return strings.Join(parts, ","), true
 }

@@ -28,15 +28,6 @@ const (
 // its memory and is read only when a reconciler needs it.
 type secrets struct {
 	reader client.Reader
-	// versions, when set, collects the resource version of every Secret
-	// and ConfigMap read, keyed by "kind/name".
-	versions map[string]string
-}
-
-func (s secrets) saw(kind, name, resourceVersion string) {
-	if s.versions != nil {
-		s.versions[kind+"/"+name] = resourceVersion
-	}
 }
 
 // secretKey returns the value of one key of a Secret, or a waiting error
@@ -75,7 +66,6 @@ func (s secrets) secretData(ctx context.Context, namespace, name string) (map[st
 		}
 		return nil, fmt.Errorf("reading secret %s/%s: %w", namespace, name, err)
 	}
-	s.saw("Secret", name, sec.ResourceVersion)
 	return sec.Data, nil
 }
 
@@ -88,7 +78,6 @@ func (s secrets) configMapKey(ctx context.Context, namespace string, sel retenti
 		}
 		return nil, fmt.Errorf("reading configmap %s/%s: %w", namespace, sel.Name, err)
 	}
-	s.saw("ConfigMap", sel.Name, cm.ResourceVersion)
 	if v, ok := cm.Data[sel.Key]; ok {
 		return []byte(v), nil
 	}
