@@ -100,7 +100,7 @@ func writeSnapshot(tb testing.TB, st store.Store, cs []*customer.Scored) int64 {
 		tb.Fatal(err)
 	}
 	defer w.Abort()
-	if err := w.Write(cs); err != nil {
+	if err := store.WriteAll(w, cs); err != nil {
 		tb.Fatal(err)
 	}
 	sn, err := w.Commit()

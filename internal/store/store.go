@@ -203,13 +203,21 @@ type SnapshotWriter interface {
 	// Add appends one customer. The record is encoded before Add returns,
 	// so the caller may reuse it.
 	Add(c *customer.Scored) error
-	// Write appends a batch of customers.
-	Write(batch []*customer.Scored) error
 	// Commit finishes the snapshot and makes it the source's current one
 	// atomically.
 	Commit() (*Snapshot, error)
 	// Abort discards the snapshot; the previous one stays current.
 	Abort() error
+}
+
+// WriteAll adds a batch of customers to a snapshot writer.
+func WriteAll(w SnapshotWriter, batch []*customer.Scored) error {
+	for _, c := range batch {
+		if err := w.Add(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Snapshot describes a committed scored snapshot.

@@ -172,16 +172,6 @@ func (w *snapshotWriter) flush() error {
 	return nil
 }
 
-// Write implements store.SnapshotWriter.
-func (w *snapshotWriter) Write(batch []*customer.Scored) error {
-	for _, c := range batch {
-		if err := w.Add(c); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // Commit implements store.SnapshotWriter.
 func (w *snapshotWriter) Commit() (*store.Snapshot, error) {
 	if w.end {

@@ -171,7 +171,7 @@ func exerciseSnapshot(ctx context.Context, t *testing.T, d *Driver) {
 			t.Fatal(err)
 		}
 		dup := &customer.Scored{ID: "same"}
-		if err := w.Write([]*customer.Scored{dup, dup}); err != nil {
+		if err := store.WriteAll(w, []*customer.Scored{dup, dup}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := w.Commit(); !errors.Is(err, store.ErrInvalid) {

@@ -170,7 +170,7 @@ func writeSnapshot(e *env, s store.Store, source string, from, to int, extra ...
 			e.t.Fatalf("Add: %v", err)
 		}
 	}
-	if err := w.Write(extra); err != nil {
+	if err := store.WriteAll(w, extra); err != nil {
 		e.t.Fatalf("Write: %v", err)
 	}
 	sn, err := w.Commit()
