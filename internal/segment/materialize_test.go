@@ -277,7 +277,7 @@ func TestMaterializeFailures(t *testing.T) {
 					t.Errorf("workers %d: missing snapshot: %v, want ErrNotFound", workers, err)
 				}
 			}
-			if n, err := st.MembershipCount(ctx, "ns/seg"); err != nil || n != 0 {
+			if n, err := store.MembershipCount(ctx, st, "ns/seg"); err != nil || n != 0 {
 				t.Fatalf("after failures: %d members, %v", n, err)
 			}
 			first, err := Materialize(ctx, st, params(s2, 0))
@@ -294,7 +294,7 @@ func TestMaterializeFailures(t *testing.T) {
 					t.Errorf("workers %d: cancelled: %v, want context.Canceled", workers, err)
 				}
 			}
-			if n, err := st.MembershipCount(ctx, "ns/seg"); err != nil || n != first.Size {
+			if n, err := store.MembershipCount(ctx, st, "ns/seg"); err != nil || n != first.Size {
 				t.Errorf("after failures: %d members, %v; want %d", n, err, first.Size)
 			}
 			for _, p := range []*MaterializeParams{nil, {Segment: "ns/x", SnapshotID: s2}} {

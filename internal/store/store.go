@@ -129,9 +129,6 @@ type MembershipStore interface {
 	// MembershipGet returns a segment's membership summary, or ErrNotFound
 	// when the segment was never applied.
 	MembershipGet(ctx context.Context, segment string) (*Membership, error)
-	// MembershipCount returns the number of members (0 for an unknown
-	// segment).
-	MembershipCount(ctx context.Context, segment string) (int64, error)
 	// MembershipDelete removes a segment and its membership (a deleted
 	// Segment). Deleting an unknown segment is not an error.
 	MembershipDelete(ctx context.Context, segment string) error
@@ -208,6 +205,19 @@ type SnapshotWriter interface {
 	Commit() (*Snapshot, error)
 	// Abort discards the snapshot; the previous one stays current.
 	Abort() error
+}
+
+// MembershipCount returns the number of members of a segment (0 for an
+// unknown segment), from its membership summary.
+func MembershipCount(ctx context.Context, s MembershipStore, segment string) (int64, error) {
+	m, err := s.MembershipGet(ctx, segment)
+	if errors.Is(err, ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return m.Size, nil
 }
 
 // WriteAll adds a batch of customers to a snapshot writer.

@@ -150,18 +150,6 @@ func (s *Store) MembershipGet(ctx context.Context, segment string) (*store.Membe
 	return &m, nil
 }
 
-// MembershipCount implements store.Store.
-func (s *Store) MembershipCount(ctx context.Context, segment string) (int64, error) {
-	m, err := s.MembershipGet(ctx, segment)
-	if errors.Is(err, store.ErrNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	return m.Size, nil
-}
-
 // MembershipDelete implements store.Store.
 func (s *Store) MembershipDelete(ctx context.Context, segment string) error {
 	err := s.withConn(ctx, func(c *pgx.Conn) error {

@@ -43,7 +43,7 @@ func Calls(ctx context.Context, s store.Store) map[string]error {
 		return s.MembershipScan(ctx, &store.MembershipScanParams{Segment: "ns/g"}, func(*store.Member) error { return nil })
 	})
 	call("MembershipGet", func() error { _, err := s.MembershipGet(ctx, "ns/g"); return err })
-	call("MembershipCount", func() error { _, err := s.MembershipCount(ctx, "ns/g"); return err })
+	call("MembershipCount", func() error { _, err := store.MembershipCount(ctx, s, "ns/g"); return err })
 	call("MembershipDelete", func() error { return s.MembershipDelete(ctx, "ns/g") })
 	call("RunCreate", func() error {
 		_, err := s.RunCreate(ctx, &store.RunCreateParams{RunID: "r", Campaign: "ns/c", Channel: "ns/ch", Shards: 1})

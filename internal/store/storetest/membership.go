@@ -84,7 +84,7 @@ func exerciseMembership(ctx context.Context, t *testing.T, d *Driver) {
 				t.Errorf("entered since snapshot 2 includes %s", id)
 			}
 		}
-		if n, err := e.s.MembershipCount(ctx, seg); err != nil || n != 1500 {
+		if n, err := store.MembershipCount(ctx, e.s, seg); err != nil || n != 1500 {
 			t.Errorf("MembershipCount = %d, %v", n, err)
 		}
 		m, err := e.s.MembershipGet(ctx, seg)
@@ -161,7 +161,7 @@ func exerciseMembership(ctx context.Context, t *testing.T, d *Driver) {
 		if err := e.s.MembershipDelete(ctx, "ns/never"); err != nil {
 			t.Errorf("delete of an unknown segment: %v", err)
 		}
-		if n, err := e.s.MembershipCount(ctx, "ns/a"); err != nil || n != 0 {
+		if n, err := store.MembershipCount(ctx, e.s, "ns/a"); err != nil || n != 0 {
 			t.Errorf("count after delete = %d, %v", n, err)
 		}
 		if _, err := e.s.MembershipGet(ctx, "ns/a"); !errors.Is(err, store.ErrNotFound) {
