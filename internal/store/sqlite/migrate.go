@@ -34,13 +34,11 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err := tx.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&current); err != nil {
 			return fmt.Errorf("read schema version: %w", err)
 		}
-		if last := ms[len(ms)-1].Version; current > last {
-			return fmt.Errorf("database schema version %d is newer than this program's %d: upgrade the program", current, last)
+		pending, err := migrate.Pending(ms, current)
+		if err != nil {
+			return err
 		}
-		for _, m := range ms {
-			if m.Version <= current {
-				continue
-			}
+		for _, m := range pending {
 			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 				return fmt.Errorf("migration %04d_%s: %w", m.Version, m.Name, err)
 			}

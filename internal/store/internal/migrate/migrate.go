@@ -53,3 +53,17 @@ func Load(fsys fs.FS, dir string) ([]Migration, error) {
 	}
 	return ms, nil
 }
+
+// Pending returns the migrations of ms after version current, the schema
+// version a database records. A database newer than ms is an error: an
+// older program must not run on a schema it does not know.
+func Pending(ms []Migration, current int) ([]Migration, error) {
+	if len(ms) == 0 {
+		return nil, nil
+	}
+	if last := ms[len(ms)-1].Version; current > last {
+		return nil, fmt.Errorf("database schema version %d is newer than this program's %d: upgrade the program", current, last)
+	}
+	i := sort.Search(len(ms), func(i int) bool { return ms[i].Version > current })
+	return ms[i:], nil
+}
