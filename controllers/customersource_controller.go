@@ -154,10 +154,7 @@ func (r *CustomerSourceReconciler) failureBackoff(cs *retentionv1.CustomerSource
 // score reads and scores the source into a new current snapshot and
 // records the outcome in status. It returns the Ready message.
 func (r *CustomerSourceReconciler) score(ctx context.Context, cs *retentionv1.CustomerSource, in *sourceInput, now time.Time) (string, error) {
-	opts, err := scoringOptions(cs, r.Clock)
-	if err != nil {
-		return "", err
-	}
+	opts := scoringOptions(cs, r.Clock)
 	st, err := r.Stores.Get(ctx)
 	if err != nil {
 		return "", err

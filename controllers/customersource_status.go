@@ -15,7 +15,7 @@ import (
 )
 
 // scoringOptions turns the scoring spec into options of internal/scoring.
-func scoringOptions(cs *retentionv1.CustomerSource, clock Clock) (scoring.Options, error) {
+func scoringOptions(cs *retentionv1.CustomerSource, clock Clock) scoring.Options {
 	sp := cs.Spec.Scoring
 	o := scoring.Options{
 		TimeUnit:    7,
@@ -45,7 +45,7 @@ func scoringOptions(cs *retentionv1.CustomerSource, clock Clock) (scoring.Option
 	for _, c := range sp.CustomScores {
 		o.CustomScores = append(o.CustomScores, scoring.CustomScore{Name: c.Name, Expression: c.Expression})
 	}
-	return o, nil
+	return o
 }
 
 // decimal formats a float for status (which holds no floats).
