@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 
+	par "github.com/retention-dev/retention-operator/internal/parallel"
 	"github.com/retention-dev/retention-operator/internal/scoring/btyd"
 )
 
@@ -353,23 +354,14 @@ func parallel(shards []*shard, fn func(i int, s *shard)) {
 	wg.Wait()
 }
 
-// chunks splits [0, n) into w contiguous chunks run concurrently; fn gets
-// the chunk number.
+// chunks splits [0, n) into w contiguous chunks run concurrently (one
+// chunk below 1024 items, where goroutines cost more than they save); fn
+// gets the chunk number.
 func chunks(w, n int, fn func(c, lo, hi int)) {
-	if w <= 1 || n < 1024 {
-		fn(0, 0, n)
-		return
+	if n < 1024 {
+		w = 1
 	}
-	var wg sync.WaitGroup
-	for i := 1; i < w; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			fn(i, i*n/w, (i+1)*n/w)
-		}(i)
-	}
-	fn(0, 0, n/w)
-	wg.Wait()
+	par.Chunks(w, n, fn)
 }
 
 // parallelRange splits [0, n) into w contiguous chunks run concurrently.

@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"math"
 	"runtime"
-	"sync"
+
+	par "github.com/retention-dev/retention-operator/internal/parallel"
 )
 
 // ModelName names a transaction model.
@@ -140,22 +141,7 @@ func (o FitOptions) workers(n int) int {
 // parallel runs fn over [0,n) split into w contiguous chunks, chunk i on
 // worker i; callers sum per-worker partials in worker order, so results do
 // not depend on scheduling.
-func parallel(w, n int, fn func(worker, lo, hi int)) {
-	if w <= 1 {
-		fn(0, 0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	for i := 1; i < w; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			fn(i, i*n/w, (i+1)*n/w)
-		}(i)
-	}
-	fn(0, 0, n/w)
-	wg.Wait()
-}
+func parallel(w, n int, fn func(worker, lo, hi int)) { par.Chunks(w, n, fn) }
 
 // validParams reports whether all parameters are finite and positive.
 func validParams(ps ...float64) bool {
