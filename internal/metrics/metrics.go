@@ -5,6 +5,8 @@
 package metrics
 
 import (
+	"slices"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -28,71 +30,91 @@ type Metrics struct {
 	SegmentEntriesTotal    *prometheus.CounterVec
 	SegmentExitsTotal      *prometheus.CounterVec
 	SegmentEvaluationTotal *prometheus.CounterVec
+
+	// source and segment are the collectors of each kind, for Forget*.
+	source, segment []vec
 }
 
 // New creates the collectors and registers them on reg.
 func New(reg prometheus.Registerer) (*Metrics, error) {
-	src := []string{"namespace", "source"}
-	seg := []string{"namespace", "segment"}
-	m := &Metrics{
-		SourceCustomers: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "source", Name: "customers",
-			Help: "Customers in the current scored snapshot of a source."}, src),
-		SourceTransactions: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "source", Name: "transactions",
-			Help: "Transactions read for the current snapshot of a source."}, src),
-		SourceRejectedRows: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "source", Name: "rejected_rows",
-			Help: "Rows rejected as unreadable in the last read of a source."}, src),
-		SourceLastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "source", Name: "last_success_timestamp_seconds",
-			Help: "Unix time of the last successful scoring of a source."}, src),
-		SourceScoringDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Subsystem: "source", Name: "scoring_duration_seconds",
-			Help:    "Duration of a scoring of a source, read to commit.",
-			Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}, src),
-		SourceScoringsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "source", Name: "scorings_total",
-			Help: "Scorings of a source by result (success, failure)."}, append(src, "result")),
-		SourceCustomersByRisk: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "source", Name: "customers_by_risk",
-			Help: "Customers by churn risk band: low (P(alive) >= 0.7), medium, high (P(alive) < 0.3)."}, append(src, "band")),
-		SourceRetentionRate: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "source", Name: "retention_rate_ratio",
-			Help: "Share of the customers who bought in the period before last that bought again in the last period."}, src),
-		SourceExpectedValue: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "source", Name: "expected_value",
-			Help: "Total expected customer value over the scoring horizon, in the source's currency."}, src),
-		SegmentSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "segment", Name: "size",
-			Help: "Members of a segment."}, seg),
-		SegmentEntriesTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "segment", Name: "entries_total",
-			Help: "Customers who entered a segment."}, seg),
-		SegmentExitsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "segment", Name: "exits_total",
-			Help: "Customers who left a segment."}, seg),
-		SegmentEvaluationTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "segment", Name: "evaluations_total",
-			Help: "Segment evaluations by result (success, failure)."}, append(seg, "result")),
-	}
-	for _, c := range []prometheus.Collector{
-		m.SourceCustomers, m.SourceTransactions, m.SourceRejectedRows, m.SourceLastSuccess, m.SourceScoringDuration,
-		m.SourceScoringsTotal, m.SourceCustomersByRisk, m.SourceRetentionRate, m.SourceExpectedValue,
-		m.SegmentSize, m.SegmentEntriesTotal, m.SegmentExitsTotal, m.SegmentEvaluationTotal,
-	} {
+	m := &Metrics{}
+	src := vecs{subsystem: "source", labels: []string{"namespace", "source"}}
+	seg := vecs{subsystem: "segment", labels: []string{"namespace", "segment"}}
+
+	m.SourceCustomers = src.gauge("customers", "Customers in the current scored snapshot of a source.")
+	m.SourceTransactions = src.gauge("transactions", "Transactions read for the current snapshot of a source.")
+	m.SourceRejectedRows = src.gauge("rejected_rows", "Rows rejected as unreadable in the last read of a source.")
+	m.SourceLastSuccess = src.gauge("last_success_timestamp_seconds", "Unix time of the last successful scoring of a source.")
+	m.SourceScoringDuration = src.histogram("scoring_duration_seconds", "Duration of a scoring of a source, read to commit.",
+		prometheus.ExponentialBuckets(0.05, 2, 14))
+	m.SourceScoringsTotal = src.counter("scorings_total", "Scorings of a source by result (success, failure).", "result")
+	m.SourceCustomersByRisk = src.gauge("customers_by_risk",
+		"Customers by churn risk band: low (P(alive) >= 0.7), medium, high (P(alive) < 0.3).", "band")
+	m.SourceRetentionRate = src.gauge("retention_rate_ratio",
+		"Share of the customers who bought in the period before last that bought again in the last period.")
+	m.SourceExpectedValue = src.gauge("expected_value", "Total expected customer value over the scoring horizon, in the source's currency.")
+
+	m.SegmentSize = seg.gauge("size", "Members of a segment.")
+	m.SegmentEntriesTotal = seg.counter("entries_total", "Customers who entered a segment.")
+	m.SegmentExitsTotal = seg.counter("exits_total", "Customers who left a segment.")
+	m.SegmentEvaluationTotal = seg.counter("evaluations_total", "Segment evaluations by result (success, failure).", "result")
+
+	for _, c := range append(src.all, seg.all...) {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
+	m.source, m.segment = src.all, seg.all
 	return m, nil
+}
+
+// vecs makes the collectors of one subsystem, all labelled by namespace
+// and object name (plus fixed enums), and remembers them.
+type vecs struct {
+	subsystem string
+	labels    []string
+	all       []vec
+}
+
+// vec is a collector whose series can be dropped by label.
+type vec interface {
+	prometheus.Collector
+	DeletePartialMatch(prometheus.Labels) int
+}
+
+func (v *vecs) gauge(name, help string, extra ...string) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: v.subsystem, Name: name, Help: help},
+		append(slices.Clone(v.labels), extra...))
+	v.all = append(v.all, g)
+	return g
+}
+
+func (v *vecs) counter(name, help string, extra ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: v.subsystem, Name: name, Help: help},
+		append(slices.Clone(v.labels), extra...))
+	v.all = append(v.all, c)
+	return c
+}
+
+func (v *vecs) histogram(name, help string, buckets []float64) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Subsystem: v.subsystem, Name: name, Help: help, Buckets: buckets},
+		slices.Clone(v.labels))
+	v.all = append(v.all, h)
+	return h
 }
 
 // ForgetSource removes every series of a deleted source.
 func (m *Metrics) ForgetSource(namespace, name string) {
-	l := prometheus.Labels{"namespace": namespace, "source": name}
-	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
-		m.SourceCustomers.MetricVec, m.SourceTransactions.MetricVec, m.SourceRejectedRows.MetricVec, m.SourceLastSuccess.MetricVec,
-		m.SourceScoringDuration.MetricVec, m.SourceScoringsTotal.MetricVec, m.SourceCustomersByRisk.MetricVec,
-		m.SourceRetentionRate.MetricVec, m.SourceExpectedValue.MetricVec,
-	} {
-		v.DeletePartialMatch(l)
-	}
+	forget(m.source, prometheus.Labels{"namespace": namespace, "source": name})
 }
 
 // ForgetSegment removes every series of a deleted segment.
 func (m *Metrics) ForgetSegment(namespace, name string) {
-	l := prometheus.Labels{"namespace": namespace, "segment": name}
-	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
-		m.SegmentSize.MetricVec, m.SegmentEntriesTotal.MetricVec, m.SegmentExitsTotal.MetricVec, m.SegmentEvaluationTotal.MetricVec,
-	} {
+	forget(m.segment, prometheus.Labels{"namespace": namespace, "segment": name})
+}
+
+func forget(vs []vec, l prometheus.Labels) {
+	for _, v := range vs {
 		v.DeletePartialMatch(l)
 	}
 }
