@@ -147,8 +147,8 @@ func setupReconcilers(mgr ctrl.Manager, stores *controllers.StoreProvider, m *me
 		&controllers.CustomerSourceReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: clock, Stores: stores, Metrics: m},
 		&controllers.ChannelReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec},
 		&controllers.SegmentReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock, Stores: stores, Metrics: m},
-		&controllers.CampaignReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock},
-		&controllers.CampaignRunReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock},
+		&controllers.CampaignReconciler{Client: mgr.GetClient(), Recorder: rec},
+		&controllers.CampaignRunReconciler{Client: mgr.GetClient(), Recorder: rec},
 	}
 	for _, s := range steps {
 		if err := s.SetupWithManager(mgr); err != nil {

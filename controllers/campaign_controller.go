@@ -18,7 +18,6 @@ import (
 type CampaignReconciler struct {
 	client.Client
 	Recorder   EventRecorder
-	Clock      Clock
 	RetryAfter time.Duration
 }
 
@@ -73,9 +72,6 @@ func campaignSegmentNames(c *retentionv1.Campaign) []string {
 // SetupWithManager registers the reconciler; changes of the referenced
 // Segments and Channel re-reconcile the Campaign.
 func (r *CampaignReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if r.Clock == nil {
-		r.Clock = RealClock{}
-	}
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(context.Background(), &retentionv1.Campaign{}, indexSegmentRefs,
 		func(o client.Object) []string { return campaignSegmentNames(o.(*retentionv1.Campaign)) }); err != nil {

@@ -18,7 +18,6 @@ import (
 type CampaignRunReconciler struct {
 	client.Client
 	Recorder   EventRecorder
-	Clock      Clock
 	RetryAfter time.Duration
 }
 
@@ -46,9 +45,6 @@ func (r *CampaignRunReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 // SetupWithManager registers the reconciler; a Campaign's change
 // re-reconciles its runs.
 func (r *CampaignRunReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if r.Clock == nil {
-		r.Clock = RealClock{}
-	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &retentionv1.CampaignRun{}, indexCampaignRef,
 		func(o client.Object) []string { return []string{o.(*retentionv1.CampaignRun).Spec.CampaignRef.Name} }); err != nil {
 		return err
