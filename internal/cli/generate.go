@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -39,14 +38,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "usage: retention-operator generate --transactions FILE [flags]\n\nWrites synthetic customers: first purchases uniform over [start, end], then\npurchases and drop-out per BG/NBD, values per Gamma-Gamma (CDNOW-like defaults).\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usagef("%v", err)
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
 	}
 	if txPath == "" {
 		return usagef("--transactions is required")

@@ -48,8 +48,8 @@ func runPreview(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			"its size, share and score distribution. Attributes are the customers file's columns.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return usagef("%v", err)
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
 	}
 	if segmentPath == "" {
 		return usagef("--segment is required")

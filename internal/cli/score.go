@@ -35,6 +35,22 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
 
+// parseFlags parses a command's flags. help is true after -h (the usage
+// is printed; the command does nothing more); stray arguments are a usage
+// error.
+func parseFlags(fs *flag.FlagSet, args []string) (help bool, err error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return false, usagef("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return false, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return false, nil
+}
+
 // exit prints err and returns its exit code.
 func exit(cmd string, stderr io.Writer, err error) int {
 	if err == nil {
@@ -259,14 +275,8 @@ func isTerminal(w io.Writer) bool {
 func runScore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := &scoreCmd{}
 	fs := c.flags(stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usagef("%v", err)
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
 	}
 	r, o, cnt, err := c.options(stderr)
 	if err != nil {
