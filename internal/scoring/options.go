@@ -123,8 +123,7 @@ type Options struct {
 	// Workers is the number of aggregation shards and scoring goroutines.
 	// If zero, min(2, GOMAXPROCS).
 	Workers int
-	// Fit tunes the maximum-likelihood fits. A zero GradTol means
-	// DefaultGradTol (not btyd's own default, see DefaultGradTol).
+	// Fit tunes the maximum-likelihood fits (the zero value is right).
 	Fit btyd.FitOptions
 }
 
