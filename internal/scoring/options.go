@@ -3,6 +3,7 @@ package scoring
 import (
 	"errors"
 	"fmt"
+	"github.com/retention-dev/retention-operator/internal/clock"
 	"io"
 	"math"
 	"runtime"
@@ -13,15 +14,10 @@ import (
 
 // Clock tells the time. Scoring reads it for the default observation end
 // and for stage durations; tests inject a fixed clock.
-type Clock interface {
-	Now() time.Time
-}
+type Clock = clock.Clock
 
 // RealClock is the wall clock.
-type RealClock struct{}
-
-// Now returns time.Now().
-func (RealClock) Now() time.Time { return time.Now() }
+type RealClock = clock.Real
 
 // Model choices beyond btyd's transaction models.
 const (

@@ -91,6 +91,25 @@ func (p *MembershipScanParams) Validate() error {
 // CheckMemberID validates one customer id of a membership.
 func CheckMemberID(id string) error { return checkKey("customer id", id) }
 
+// CheckKey validates a key (a non-empty text without NUL bytes, in valid
+// UTF-8) passed to a method without a Params struct; the error names field.
+func CheckKey(field, v string) error { return checkKey(field, v) }
+
+// Valid reports whether p is one of the RunPhase constants.
+func (p RunPhase) Valid() bool {
+	switch p {
+	case PhasePending, PhaseMaterialized, PhaseSending, PhaseMeasuring, PhaseSucceeded, PhaseFailed, PhaseCancelled:
+		return true
+	}
+	return false
+}
+
+// Final reports whether p is a phase a run never leaves on its own
+// (Succeeded, Failed, Cancelled).
+func (p RunPhase) Final() bool {
+	return p == PhaseSucceeded || p == PhaseFailed || p == PhaseCancelled
+}
+
 // Validate checks the parameters.
 func (p *RunCreateParams) Validate() error {
 	if p == nil {
@@ -111,7 +130,77 @@ func (p *RunCreateParams) Validate() error {
 	if math.IsNaN(p.HoldoutPercent) || p.HoldoutPercent < 0 || p.HoldoutPercent > 100 {
 		return invalid("run %s: holdout percent %v, want 0 to 100", p.RunID, p.HoldoutPercent)
 	}
+	if err := checkText("campaign uid", p.CampaignUID); err != nil {
+		return err
+	}
+	if err := checkText("segment", p.Segment); err != nil {
+		return err
+	}
+	if p.SnapshotID < 0 {
+		return invalid("run %s: snapshot id %d", p.RunID, p.SnapshotID)
+	}
+	if p.ConversionWindow < 0 {
+		return invalid("run %s: conversion window %v is negative", p.RunID, p.ConversionWindow)
+	}
 	return nil
+}
+
+// Validate checks the parameters.
+func (p *RunSetPhaseParams) Validate() error {
+	if p == nil {
+		return invalid("nil RunSetPhaseParams")
+	}
+	if err := checkKey("run id", p.RunID); err != nil {
+		return err
+	}
+	if !p.To.Valid() {
+		return invalid("run %s: unknown phase %q", p.RunID, p.To)
+	}
+	for _, f := range p.From {
+		if !f.Valid() {
+			return invalid("run %s: unknown phase %q", p.RunID, f)
+		}
+	}
+	return nil
+}
+
+// Validate checks the parameters.
+func (p *RunMaterializeParams) Validate() error {
+	if p == nil {
+		return invalid("nil RunMaterializeParams")
+	}
+	if err := checkKey("run id", p.RunID); err != nil {
+		return err
+	}
+	if p.Plan == nil {
+		return invalid("run %s: nil Plan", p.RunID)
+	}
+	if p.MaxPerRun < 0 {
+		return invalid("run %s: max per run %d is negative", p.RunID, p.MaxPerRun)
+	}
+	if p.EnteredSince < 0 {
+		return invalid("run %s: entered-since snapshot %d", p.RunID, p.EnteredSince)
+	}
+	for _, seg := range p.SuppressSegments {
+		if err := checkKey("suppression segment", seg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Validate checks the parameters.
+func (p *OptOutAddParams) Validate() error {
+	if p == nil {
+		return invalid("nil OptOutAddParams")
+	}
+	if err := checkKey("channel", p.Channel); err != nil {
+		return err
+	}
+	if err := checkKey("customer id", p.CustomerID); err != nil {
+		return err
+	}
+	return checkText("via", p.Via)
 }
 
 // Normalize fills a new target's defaults and checks it against the run's
@@ -120,42 +209,51 @@ func (t NewTarget) Normalize(shards int32) (NewTarget, error) {
 	if err := checkKey("customer id", t.CustomerID); err != nil {
 		return t, err
 	}
-	if err := checkText("variant", t.Variant); err != nil {
-		return t, err
-	}
-	if err := checkText("reason", t.Reason); err != nil {
-		return t, err
+	for _, f := range [...]struct{ name, v string }{
+		{"variant", t.Variant}, {"reason", t.Reason},
+		{"address", t.Data.Address}, {"locale", t.Data.Locale}, {"time zone", t.Data.TimeZone},
+	} {
+		if err := checkText(f.name, f.v); err != nil {
+			return t, fmt.Errorf("target %s: %w", t.CustomerID, err)
+		}
 	}
 	if t.Shard < 0 || t.Shard >= shards {
 		return t, invalid("target %s: shard %d out of [0, %d)", t.CustomerID, t.Shard, shards)
 	}
+	if math.IsNaN(t.Data.ExpectedValue) || math.IsInf(t.Data.ExpectedValue, 0) ||
+		math.IsNaN(t.Data.BaseSpend) || math.IsInf(t.Data.BaseSpend, 0) {
+		return t, invalid("target %s: expected value %v, base spend %v: want finite numbers", t.CustomerID, t.Data.ExpectedValue, t.Data.BaseSpend)
+	}
 	switch t.Group {
 	case "":
 		t.Group = GroupTreatment
-	case GroupTreatment, GroupHoldout:
+	case GroupTreatment, GroupHoldout, GroupExcluded:
 	default:
 		return t, invalid("target %s: unknown group %q", t.CustomerID, t.Group)
 	}
 	switch t.State {
 	case "":
-		if t.Group == GroupHoldout {
+		switch t.Group {
+		case GroupHoldout:
 			t.State = StateSkipped
 			if t.Reason == "" {
 				t.Reason = ReasonHoldout
 			}
-		} else {
+		case GroupExcluded:
+			t.State = StateSkipped
+		default:
 			t.State = StatePending
 		}
 	case StatePending:
-		if t.Group == GroupHoldout {
-			return t, invalid("target %s: a holdout target is never pending", t.CustomerID)
+		if t.Group != GroupTreatment {
+			return t, invalid("target %s: a %s target is never pending", t.CustomerID, t.Group)
 		}
 	case StateSkipped:
-		if t.Reason == "" {
-			return t, invalid("target %s: skipped without a reason", t.CustomerID)
-		}
 	default:
 		return t, invalid("target %s: cannot insert in state %q (pending or skipped)", t.CustomerID, t.State)
+	}
+	if t.State == StateSkipped && t.Reason == "" {
+		return t, invalid("target %s: %s target skipped without a reason", t.CustomerID, t.Group)
 	}
 	if t.State == StatePending {
 		t.Reason = ""
@@ -182,6 +280,9 @@ func (p *TargetClaimParams) Validate() error {
 	if p.Shard < 0 {
 		return invalid("shard %d", p.Shard)
 	}
+	if err := checkText("token", p.Token); err != nil {
+		return err
+	}
 	return checkKey("run id", p.RunID)
 }
 
@@ -189,6 +290,9 @@ func (p *TargetClaimParams) Validate() error {
 func (p *TargetSetSentParams) Validate() error {
 	if p == nil {
 		return invalid("nil TargetSetSentParams")
+	}
+	if err := checkText("token", p.Token); err != nil {
+		return err
 	}
 	return checkKey("run id", p.RunID)
 }
@@ -203,6 +307,9 @@ func (p *TargetSetFailedParams) Validate() error {
 			return err
 		}
 	}
+	if err := checkText("token", p.Token); err != nil {
+		return err
+	}
 	return checkKey("run id", p.RunID)
 }
 
@@ -215,6 +322,9 @@ func (p *TargetSetSkippedParams) Validate() error {
 		if err := checkKey("reason", s.Reason); err != nil {
 			return err
 		}
+	}
+	if err := checkText("token", p.Token); err != nil {
+		return err
 	}
 	return checkKey("run id", p.RunID)
 }

@@ -11,8 +11,12 @@
 //
 // Methods take (ctx, *Params) and are named noun+verb. State changes are
 // compare-and-set in SQL; "zero rows changed" means another worker won and
-// is not an error. Every timestamp the store writes comes from the Clock in
-// Options, so tests drive time.
+// is not an error. Timestamps come from the Clock in Options when it is
+// set, so tests drive time. Without one, records are stamped with the
+// process clock, while the store's time — claims, stale cut-offs, the
+// contact ledger and Now — is the database server's, the one clock every
+// process sharing the database sees (SQLite has no server: there it is the
+// process clock; its processes share one machine).
 package store
 
 import (
@@ -22,6 +26,7 @@ import (
 	"iter"
 	"time"
 
+	"github.com/retention-dev/retention-operator/internal/clock"
 	"github.com/retention-dev/retention-operator/internal/customer"
 )
 
@@ -38,27 +43,34 @@ var (
 	ErrConflict = errors.New("store: conflict")
 	// ErrClosed is returned by a store, writer or scan used after Close.
 	ErrClosed = errors.New("store: closed")
+	// ErrSchema is returned by Open with NoMigrate when the database's
+	// schema version is not the one this binary needs.
+	ErrSchema = errors.New("store: schema version mismatch")
 )
 
 // Clock gives the time the store writes into every timestamp it records.
-type Clock interface {
-	Now() time.Time
-}
+// When Options.Clock is unset, claims and stale cut-offs use the database
+// server's clock (several processes share one database; their clocks may
+// disagree, the database's is the one they all see).
+type Clock = clock.Clock
 
 // RealClock is the wall clock.
-type RealClock struct{}
-
-// Now returns time.Now().
-func (RealClock) Now() time.Time { return time.Now() }
+type RealClock = clock.Real
 
 // Options configure a store.
 type Options struct {
-	// Clock stamps every time the store writes. If unset, RealClock.
+	// Clock stamps every time the store writes. If unset, RealClock stamps
+	// records, and the store's time (see Now) is the database's.
 	Clock Clock
 	// MaxConns bounds the connections the store opens. If unset, 4 on
 	// PostgreSQL (a pool_max_conns URL parameter also works) and 4 on
 	// SQLite.
 	MaxConns int
+	// NoMigrate opens the store without applying migrations: the schema
+	// must already be at the driver's latest version, or Open fails with
+	// ErrSchema naming the version found and the one needed. Outreach
+	// runners open the store this way; only the operator migrates.
+	NoMigrate bool
 }
 
 // Now returns the options' clock reading in UTC, with the precision both
@@ -135,39 +147,84 @@ type MembershipStore interface {
 }
 
 // RunStore keeps campaign runs, their targets and delivery state, and the
-// contact history that frequency caps read.
+// records that outlive a run: the contact ledger that frequency caps count,
+// the holdout assignment of each (campaign, customer), the opt-out list and
+// each campaign's cumulative tally.
 type RunStore interface {
 	// RunCreate records a campaign run, frozen. It is idempotent on RunID:
 	// when the run exists, the stored record is returned unchanged.
 	RunCreate(ctx context.Context, params *RunCreateParams) (*Run, error)
 	// RunGet returns a run, or ErrNotFound.
 	RunGet(ctx context.Context, runID string) (*Run, error)
-	// RunDelete removes a run and its targets (history limits). Deleting an
-	// unknown run is not an error.
+	// RunSetPhase moves a run to another phase, compare-and-set: only from
+	// one of From (any phase when From is empty). It returns false, and no
+	// error, when the run was in another phase; ErrNotFound when there is
+	// no such run. ReferenceAt, when not zero, is stored as the run's
+	// reference time (the start of sending) if none is stored yet.
+	RunSetPhase(ctx context.Context, params *RunSetPhaseParams) (bool, error)
+	// RunMaterialize writes a run's audience as targets, in one transaction
+	// serialized with every other materialization on the run's channel
+	// (an advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite), so a
+	// frequency cap reads every contact planned before it. It streams the
+	// audience (see RunMaterializeParams) through Plan, writes the targets,
+	// excludes the eligible beyond MaxPerRun (lowest expected value first),
+	// then records the contact ledger (one entry per treatment target) and
+	// the holdout assignments of the eligible, and moves the run from
+	// Pending to Materialized. Ledger entries are stamped with the store's
+	// time (see Now); those of a dry run, and of treatment targets Plan
+	// skipped, are void from the start. It is idempotent: a run no longer
+	// Pending (materialized, or cancelled before it was) is not written,
+	// and its tally is returned. Errors: ErrNotFound for an unknown run or
+	// a snapshot that is gone; ErrInvalid for invalid parameters, a run
+	// without a segment or snapshot, or an invalid target from Plan;
+	// ErrConflict when the run already has targets (from TargetInsert);
+	// Plan's own error, wrapped. Any error leaves nothing written.
+	RunMaterialize(ctx context.Context, params *RunMaterializeParams) (*RunTally, error)
+	// RunCancel ends a run early: its pending targets become skipped with
+	// reason "cancelled" (their ledger entries are voided) and the run's
+	// phase becomes Cancelled, unless it already finished (Succeeded,
+	// Failed). Claimed targets are left to their runner, which records them
+	// as usual. It returns how many targets it skipped; ErrNotFound when
+	// there is no such run.
+	RunCancel(ctx context.Context, runID string) (int64, error)
+	// RunDelete removes a run and its targets (history limits), first
+	// folding its tally into its campaign's cumulative tally, so
+	// CampaignTally never changes when a run is deleted. The ledger,
+	// holdout assignments and opt-outs stay. Deleting an unknown run is not
+	// an error.
 	RunDelete(ctx context.Context, runID string) error
 	// RunTally counts a run's targets by group, state and skip reason, and
 	// its conversions by group.
 	RunTally(ctx context.Context, runID string) (*RunTally, error)
+	// CampaignTally counts the targets of every run a campaign ever made
+	// (by campaign UID): the runs still stored plus the folded tallies of
+	// the deleted ones. An unknown campaign has an empty tally.
+	CampaignTally(ctx context.Context, campaignUID string) (*RunTally, error)
 
 	// TargetInsert adds targets to a run in bulk. It is idempotent: a
 	// target that exists for (run, customer) is left untouched, whatever
-	// its state. It returns how many were inserted.
+	// its state. It returns how many were inserted. It writes no ledger
+	// entry (RunMaterialize does).
 	TargetInsert(ctx context.Context, params *TargetInsertParams) (int64, error)
 	// TargetClaim claims up to Limit targets of one shard for sending:
 	// claims older than StaleBefore first (their runner is presumed dead),
-	// then pending ones. Concurrent claimers never get the same target.
-	// Each claim increments Attempts and stamps ClaimedAt.
+	// then pending ones whose NotBefore has passed. Concurrent claimers
+	// never get the same target. Each claim stores Token as ClaimedBy,
+	// increments Attempts and stamps ClaimedAt with the store's time (the
+	// database clock unless Options.Clock is set).
 	TargetClaim(ctx context.Context, params *TargetClaimParams) ([]*Target, error)
-	// TargetSetSent records targets as sent, only from claimed or pending.
-	// It returns how many transitioned; a target another worker finished
-	// is not counted and is not an error.
+	// TargetSetSent records targets as sent: with a Token, only targets
+	// still claimed by that token; without, from claimed or pending. It
+	// returns how many transitioned; a target another worker finished or
+	// took over is not counted and is not an error.
 	TargetSetSent(ctx context.Context, params *TargetSetSentParams) (int64, error)
-	// TargetSetFailed records failed deliveries, only from claimed or
-	// pending: a retryable failure goes back to pending, otherwise to
-	// failed. It returns how many transitioned.
+	// TargetSetFailed records failed deliveries (Token as in TargetSetSent):
+	// a retryable failure goes back to pending with its NotBefore, otherwise
+	// to failed (its ledger entry is voided). It returns how many
+	// transitioned.
 	TargetSetFailed(ctx context.Context, params *TargetSetFailedParams) (int64, error)
-	// TargetSetSkipped records targets that will not be sent (suppressed,
-	// capped, opted out), only from claimed or pending. It returns how many
+	// TargetSetSkipped records targets that will not be sent (Token as in
+	// TargetSetSent); their ledger entries are voided. It returns how many
 	// transitioned.
 	TargetSetSkipped(ctx context.Context, params *TargetSetSkippedParams) (int64, error)
 	// TargetScan streams a run's targets to fn (reused between calls), in
@@ -179,9 +236,27 @@ type RunStore interface {
 	// returns how many targets converted for the first time.
 	ConversionRecord(ctx context.Context, params *ConversionRecordParams) (int64, error)
 	// ContactCounts counts, for a whole audience in one set-based query,
-	// how many messages each customer was sent on a channel since a time.
-	// Customers with no contact are not reported.
+	// the ledger entries of each customer on a channel since a time (an
+	// entry's time is its run's materialization): contacts sent, and
+	// contacts planned (pending or claimed) by any run; voided entries
+	// (failed, skipped, cancelled, dry runs) do not count. Customers with
+	// no contact are not reported.
 	ContactCounts(ctx context.Context, params *ContactCountsParams, fn func(customerID string, contacts int64) error) error
+
+	// HoldoutGet returns the recorded groups of a campaign's customers
+	// (treatment or holdout); customers with none recorded are absent.
+	HoldoutGet(ctx context.Context, campaignUID string, customerIDs []string) (map[string]TargetGroup, error)
+	// OptOutAdd records that a customer asked not to be contacted on a
+	// channel. Adding an existing opt-out is not an error.
+	OptOutAdd(ctx context.Context, params *OptOutAddParams) error
+	// OptOutDelete removes an opt-out (the customer subscribed again).
+	OptOutDelete(ctx context.Context, channel, customerID string) error
+	// OptOutFilter returns which of the customers opted out on a channel.
+	OptOutFilter(ctx context.Context, channel string, customerIDs []string) (map[string]bool, error)
+	// Now reads the store's clock: Options.Clock when set, otherwise the
+	// database server's clock. Runners take their stale-claim cut-off from
+	// it once at start-up.
+	Now(ctx context.Context) (time.Time, error)
 }
 
 // SnapshotWriteParams start a snapshot.
@@ -331,19 +406,53 @@ type Member struct {
 	LastSeenSnapshotID int64
 }
 
-// RunCreateParams describe a campaign run, frozen when its targets are
-// materialized.
+// RunPhase is where a run is in the store. The operator's CampaignRun
+// phases map onto it; runners read it to stop sending a cancelled run.
+type RunPhase string
+
+const (
+	// PhasePending runs are created, not yet materialized.
+	PhasePending RunPhase = "Pending"
+	// PhaseMaterialized runs have their targets written.
+	PhaseMaterialized RunPhase = "Materialized"
+	// PhaseSending runs are being sent by their Job.
+	PhaseSending RunPhase = "Sending"
+	// PhaseMeasuring runs are sent; conversions are being counted.
+	PhaseMeasuring RunPhase = "Measuring"
+	// PhaseSucceeded, PhaseFailed and PhaseCancelled runs are finished.
+	PhaseSucceeded RunPhase = "Succeeded"
+	PhaseFailed    RunPhase = "Failed"
+	PhaseCancelled RunPhase = "Cancelled"
+)
+
+// RunCreateParams describe a campaign run, frozen when it is created.
 type RunCreateParams struct {
 	// RunID is the run's unique id (the CampaignRun UID); it is also the
 	// first half of every message's idempotency key.
 	RunID string
 	// Campaign is the key of the campaign, "namespace/name".
 	Campaign string
+	// CampaignUID is the Campaign's UID: holdout assignments and the
+	// cumulative tally are kept per campaign UID, so a campaign deleted and
+	// created again under the same name starts afresh.
+	CampaignUID string
 	// Channel is the key of the channel, "namespace/name". Frequency caps
 	// count contacts per channel.
 	Channel string
-	// Settings is the frozen message, variants and channel settings the
-	// runners need, stored as JSON.
+	// Segment is the key of the segment the audience comes from.
+	Segment string
+	// SnapshotID is the scored snapshot the audience is read from.
+	SnapshotID int64
+	// ScheduledAt is the run's slot (or, for an ad-hoc run, when it was
+	// asked for).
+	ScheduledAt time.Time
+	// ConversionWindow is how long after the reference time a purchase
+	// counts as a conversion.
+	ConversionWindow time.Duration
+	// DryRun runs are materialized and counted, never sent.
+	DryRun bool
+	// Settings is the frozen message, variants and the channel's
+	// non-secret settings the runners need, stored as JSON.
 	Settings any
 	// HoldoutPercent is the share of the audience held out, 0 to 100.
 	HoldoutPercent float64
@@ -353,13 +462,42 @@ type RunCreateParams struct {
 
 // Run is a stored campaign run.
 type Run struct {
-	ID             string
-	Campaign       string
-	Channel        string
-	Settings       json.RawMessage
-	HoldoutPercent float64
-	Shards         int32
-	CreatedAt      time.Time
+	ID               string
+	Campaign         string
+	CampaignUID      string
+	Channel          string
+	Segment          string
+	SnapshotID       int64
+	ScheduledAt      time.Time
+	ConversionWindow time.Duration
+	DryRun           bool
+	Phase            RunPhase
+	Settings         json.RawMessage
+	HoldoutPercent   float64
+	Shards           int32
+	CreatedAt        time.Time
+	// ReferenceAt is the start of sending (zero until then): both groups'
+	// conversions are counted from it.
+	ReferenceAt time.Time
+}
+
+// WindowEnd is the end of the run's conversion window, or zero while the
+// run has no reference time.
+func (r *Run) WindowEnd() time.Time {
+	if r.ReferenceAt.IsZero() {
+		return time.Time{}
+	}
+	return r.ReferenceAt.Add(r.ConversionWindow)
+}
+
+// RunSetPhaseParams move a run to another phase.
+type RunSetPhaseParams struct {
+	RunID string
+	// From lists the phases the run may be in; empty means any.
+	From []RunPhase
+	To   RunPhase
+	// ReferenceAt, if not zero, is stored when the run has none yet.
+	ReferenceAt time.Time
 }
 
 // TargetGroup is the experiment group of a target.
@@ -370,6 +508,10 @@ const (
 	GroupTreatment TargetGroup = "treatment"
 	// GroupHoldout targets are never contacted; they measure the effect.
 	GroupHoldout TargetGroup = "holdout"
+	// GroupExcluded targets were in the audience but not eligible (Reason
+	// says why: unreachable, opted out, suppressed, capped, over the
+	// per-run maximum). They are in neither experiment group.
+	GroupExcluded TargetGroup = "excluded"
 )
 
 // TargetState is where a target is in delivery.
@@ -388,15 +530,40 @@ const (
 	StateSkipped TargetState = "skipped"
 )
 
-// Skip reasons used by the operator. Reason is free text; these are the
-// conventional values.
+// Skip and exclusion reasons used by the operator. Reason is free text;
+// these are the conventional values, in the order materialization applies
+// the exclusions.
 const (
-	ReasonHoldout    = "holdout"
-	ReasonSuppressed = "suppressed"
-	ReasonCapped     = "capped"
-	ReasonOptedOut   = "opted_out"
-	ReasonQuietHours = "quiet_hours"
+	ReasonUnreachable = "unreachable"
+	ReasonOptedOut    = "opted_out"
+	ReasonSuppressed  = "suppressed"
+	ReasonCapped      = "capped"
+	ReasonOverMax     = "over_max"
+	ReasonHoldout     = "holdout"
+	ReasonCancelled   = "cancelled"
+	ReasonDryRun      = "dry_run"
+	ReasonQuietHours  = "quiet_hours"
 )
+
+// TargetData is what a target's sending and measuring need, frozen into it
+// at materialization, so neither the runner nor measurement reads a
+// snapshot. Address, Locale, TimeZone and Fields are personal data.
+type TargetData struct {
+	// Address is the contact address on the run's channel (an email
+	// address for SMTP; for webhooks the customer's email, may be empty).
+	Address  string `json:"address,omitempty"`
+	Locale   string `json:"locale,omitempty"`
+	TimeZone string `json:"timeZone,omitempty"`
+	// Fields are the customer fields the message templates use.
+	Fields map[string]any `json:"fields,omitempty"`
+	// The measurement baseline: the customer's transactions and spend so
+	// far, and their last purchase, when the run was materialized.
+	BaseTransactions int64     `json:"-"`
+	BaseSpend        float64   `json:"-"`
+	BaseLastPurchase time.Time `json:"-"`
+	// ExpectedValue ranks the eligible for MaxPerRun.
+	ExpectedValue float64 `json:"-"`
+}
 
 // Target is one customer of a run.
 type Target struct {
@@ -406,11 +573,17 @@ type Target struct {
 	Variant    string
 	Shard      int32
 	State      TargetState
-	// Reason says why a target was skipped.
+	// Reason says why a target was skipped or excluded.
 	Reason string
 	// Attempts counts claims.
 	Attempts  int32
 	LastError string
+	// ClaimedBy is the token of the runner that holds the claim.
+	ClaimedBy string
+	// NotBefore is the earliest time the target may be claimed (quiet
+	// hours, retry backoff); zero means at once.
+	NotBefore time.Time
+	Data      TargetData
 	// ClaimedAt, SentAt and ConvertedAt are zero when not (yet) set.
 	ClaimedAt   time.Time
 	SentAt      time.Time
@@ -426,9 +599,57 @@ type NewTarget struct {
 	// Shard is in [0, run's Shards).
 	Shard int32
 	// State is pending or skipped. If unset: pending for treatment, skipped
-	// (reason "holdout") for holdout; a holdout target is never pending.
-	State  TargetState
-	Reason string
+	// (reason "holdout") for holdout; a holdout or excluded target is never
+	// pending, and an excluded one needs a Reason.
+	State     TargetState
+	Reason    string
+	NotBefore time.Time
+	Data      TargetData
+}
+
+// AudienceMember is one member of a run's audience as RunMaterialize
+// passes it to Plan: the scored record and what the store knows of the
+// customer. It is reused between calls.
+type AudienceMember struct {
+	Customer *customer.Scored
+	// Suppressed is true when the customer is a member of one of the
+	// suppression segments.
+	Suppressed bool
+	// OptedOut is true when the customer is on the opt-out list of the
+	// run's channel.
+	OptedOut bool
+	// Contacts counts the customer's ledger entries on the run's channel
+	// since CapSince (as ContactCounts does); 0 when CapSince is zero.
+	Contacts int64
+	// RecordedGroup is the customer's recorded holdout assignment for the
+	// run's campaign, or "" when none is recorded.
+	RecordedGroup TargetGroup
+}
+
+// RunMaterializeParams give a run's audience and how to plan each target.
+type RunMaterializeParams struct {
+	RunID string
+	// EnteredSince, if not 0, keeps only the members of the run's segment
+	// that entered at or after this snapshot (OnEnter runs).
+	EnteredSince int64
+	// SuppressSegments are the keys of the suppression segments.
+	SuppressSegments []string
+	// CapSince starts the frequency-cap window; zero: no cap data.
+	CapSince time.Time
+	// MaxPerRun, if above 0, keeps the MaxPerRun eligible (treatment and
+	// holdout) members with the highest Data.ExpectedValue and excludes the
+	// rest with reason over_max.
+	MaxPerRun int64
+	// Plan fills t for the member: t is zeroed before each call but for
+	// its CustomerID, the member's, which Plan must leave as it is. The
+	// audience is the run's segment's members (at its current membership)
+	// joined with their records in the run's snapshot; members missing
+	// from the snapshot are not passed. An error aborts the
+	// materialization and nothing is written. Plan is called from one
+	// goroutine (not necessarily the caller's), inside the
+	// materialization's transaction, which holds locks and connections:
+	// it must not call the store.
+	Plan func(m *AudienceMember, t *NewTarget) error
 }
 
 // TargetInsertParams add targets to a run.
@@ -437,7 +658,9 @@ type TargetInsertParams struct {
 	Targets []NewTarget
 }
 
-// TargetClaimParams claim work for one shard.
+// TargetClaimParams claim work for one shard. Claims take the due targets
+// first: those without NotBefore, then the earliest NotBefore, each in
+// customer id order.
 type TargetClaimParams struct {
 	RunID string
 	Shard int32
@@ -445,15 +668,19 @@ type TargetClaimParams struct {
 	Limit int
 	// StaleBefore: claims made before this time are taken over (their
 	// runner is presumed dead). If zero, no claim is taken over. A
-	// restarting runner should take it once at start-up, or it re-claims
-	// its own fresh claims.
+	// restarting runner should take it once at start-up (from Now), or it
+	// re-claims its own fresh claims.
 	StaleBefore time.Time
+	// Token identifies the claimer; only it may record the claimed targets.
+	Token string
 }
 
 // TargetSetSentParams record deliveries.
 type TargetSetSentParams struct {
 	RunID       string
 	CustomerIDs []string
+	// Token, if set, records only targets still claimed by it.
+	Token string
 }
 
 // TargetFailure is one failed delivery.
@@ -462,12 +689,16 @@ type TargetFailure struct {
 	Error      string
 	// Retryable sends the target back to pending; otherwise it fails.
 	Retryable bool
+	// NotBefore, for a retryable failure, is when it may be claimed again.
+	NotBefore time.Time
 }
 
 // TargetSetFailedParams record failed deliveries.
 type TargetSetFailedParams struct {
 	RunID    string
 	Failures []TargetFailure
+	// Token, if set, records only targets still claimed by it.
+	Token string
 }
 
 // TargetSkip is one target that will not be sent.
@@ -480,6 +711,8 @@ type TargetSkip struct {
 type TargetSetSkippedParams struct {
 	RunID string
 	Skips []TargetSkip
+	// Token, if set, records only targets still claimed by it.
+	Token string
 }
 
 // TargetScanParams select a run's targets.
@@ -511,14 +744,24 @@ type Conversion struct {
 	At         time.Time
 }
 
-// ConversionRecordParams record conversions for a run. A conversion counts
-// for a target when the target has none yet and it happened at or after
-// the target's reference time: its SentAt for a sent treatment target, the
-// run's CreatedAt for a holdout target. Other targets (not sent) do not
-// convert. The caller bounds the conversion window.
+// ConversionRecordParams record conversions for a run. Measurement is
+// intent to treat: a conversion counts for a treatment or holdout target
+// (sent or not) when the target has none yet and it happened at or after
+// the run's reference time; excluded targets never convert, nor do the
+// targets of a run without a reference time. The caller bounds the
+// conversion window.
 type ConversionRecordParams struct {
 	RunID       string
 	Conversions []Conversion
+}
+
+// OptOutAddParams record an opt-out.
+type OptOutAddParams struct {
+	Channel    string
+	CustomerID string
+	// Via says how the opt-out arrived ("unsubscribe-link", "api"); no
+	// personal data.
+	Via string
 }
 
 // ContactCountsParams choose a channel, a window and an audience. Exactly

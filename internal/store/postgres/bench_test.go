@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/retention-dev/retention-operator/internal/customer"
 	"github.com/retention-dev/retention-operator/internal/pgtest"
 	"github.com/retention-dev/retention-operator/internal/store"
@@ -127,4 +129,122 @@ func BenchmarkTargets100k(b *testing.B) {
 	}
 	defer s.Close()
 	storetest.BenchTargets(b, s, 100_000, 100)
+}
+
+// BenchmarkMaterialize1M materializes a 1,000,000-member audience, and
+// times its floor: the same audience streamed (membership joined with the
+// snapshot, on a second connection), decoded, planned and binary-COPYed
+// as the same target rows into a scratch table shaped like targets (its
+// keys and indexes), in one transaction. The target is Materialize within
+// 1.5× of Floor:
+//
+//	go test -run '^$' -bench Materialize1M -benchtime 1x ./internal/store/postgres/
+//
+// RETENTION_BENCH_CUSTOMERS=10000 runs a small audience to check it works.
+func BenchmarkMaterialize1M(b *testing.B) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(b, stockServer(b))
+	s, err := postgres.Open(ctx, url, store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	n := storetest.BenchSize()
+	snapshotID, segment := storetest.BenchAudience(b, s, n)
+
+	b.Run("Materialize", func(b *testing.B) {
+		storetest.BenchMaterialize(b, s, snapshotID, segment, n)
+	})
+	b.Run("Floor", func(b *testing.B) {
+		wc, err := pgx.Connect(ctx, url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer wc.Close(ctx)
+		rc, err := pgx.Connect(ctx, url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer rc.Close(ctx)
+		var total time.Duration
+		storetest.ResetPeakRSS()
+		b.ResetTimer()
+		for iter := range b.N {
+			b.StopTimer()
+			floorTables++
+			table := fmt.Sprintf("floor_targets_%d", floorTables)
+			if _, err := wc.Exec(ctx, "CREATE TABLE "+table+" (LIKE targets INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)"); err != nil {
+				b.Fatal(err)
+			}
+			start := time.Now()
+			b.StartTimer()
+			copied, err := floorCopy(ctx, wc, rc, table, fmt.Sprintf("floor-%d", iter), snapshotID, segment)
+			b.StopTimer()
+			total += time.Since(start)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if copied != int64(n) {
+				b.Fatalf("copied %d rows, want %d", copied, n)
+			}
+		}
+		storetest.ReportRows(b, total, n)
+	})
+}
+
+// floorCopy is the floor of RunMaterialize: stream the audience on rc,
+// decode and plan each member, and COPY the target rows on wc, in one
+// transaction.
+func floorCopy(ctx context.Context, wc, rc *pgx.Conn, table, runID string, snapshotID int64, segment string) (int64, error) {
+	tx, err := wc.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback(ctx)
+	rows, err := rc.Query(ctx, fmt.Sprintf(`SELECT s.customer_id, s.data FROM segments g
+		JOIN memberships m ON m.segment_id = g.id JOIN "snap_%d" s ON s.customer_id = m.customer_id
+		WHERE g.key = $1`, snapshotID), pgx.QueryResultFormats{pgx.BinaryFormatCode}, segment)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	var (
+		rec customer.Scored
+		m   = store.AudienceMember{Customer: &rec}
+		dec = codec.NewDecoder()
+		row = make([]any, 16)
+		bad error
+	)
+	src := pgx.CopyFromFunc(func() ([]any, error) {
+		if !rows.Next() {
+			return nil, rows.Err()
+		}
+		v := rows.RawValues()
+		rec.ID = string(v[0])
+		if err := dec.Decode(v[1], &rec); err != nil {
+			bad = err
+			return nil, err
+		}
+		t := store.NewTarget{CustomerID: rec.ID}
+		storetest.BenchPlan(&m, &t)
+		t, err := t.Normalize(storetest.BenchShards)
+		if err != nil {
+			bad = err
+			return nil, err
+		}
+		row[0], row[1], row[2], row[3], row[4], row[5], row[6] = runID, t.CustomerID, string(t.Group), t.Variant, t.Shard, string(t.State), t.Reason
+		row[7] = nil
+		row[8], row[9], row[10], row[11] = t.Data.Address, t.Data.Locale, t.Data.TimeZone, nil
+		row[12], row[13], row[14], row[15] = t.Data.BaseTransactions, t.Data.BaseSpend, t.Data.BaseLastPurchase, t.Data.ExpectedValue
+		return row, nil
+	})
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{table}, []string{"run_id", "customer_id", "grp", "variant", "shard", "state", "reason", "not_before",
+		"address", "locale", "time_zone", "fields", "base_transactions", "base_spend", "base_last_purchase", "expected_value"}, src)
+	if bad != nil {
+		return 0, bad
+	}
+	if err != nil {
+		return 0, err
+	}
+	return n, tx.Commit(ctx)
 }

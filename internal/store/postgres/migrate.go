@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/retention-dev/retention-operator/internal/store/internal/migrate"
+	"github.com/retention-dev/retention-operator/internal/store/internal/sqlshared"
 )
 
 //go:embed migrations/*.sql
@@ -58,4 +59,30 @@ func (s *Store) migrate(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// checkSchema is the migration step of an Open with NoMigrate: it applies
+// nothing and fails with store.ErrSchema unless the recorded schema version
+// is this driver's latest.
+func (s *Store) checkSchema(ctx context.Context) error {
+	ms, err := Migrations()
+	if err != nil {
+		return err
+	}
+	need := ms[len(ms)-1].Version
+	var found int
+	err = s.withConn(ctx, func(c *pgx.Conn) error {
+		var exists bool
+		if err := c.QueryRow(ctx, "SELECT to_regclass('schema_migrations') IS NOT NULL").Scan(&exists); err != nil || !exists {
+			return err
+		}
+		return c.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&found)
+	})
+	if err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if found != need {
+		return sqlshared.SchemaError(found, need)
+	}
+	return nil
 }

@@ -18,8 +18,9 @@ import (
 // bounded connections, lazy connect, idle reuse, broken connections
 // discarded. Swapping in pgxpool later changes only this file.
 type pool struct {
-	cfg *pgx.ConnConfig
-	sem chan struct{} // one token per connection in use
+	cfg  *pgx.ConnConfig
+	sem  chan struct{} // one token per connection in use
+	pair chan struct{} // held while taking two connections at once
 
 	mu     sync.Mutex
 	idle   []*pgx.Conn
@@ -27,7 +28,52 @@ type pool struct {
 }
 
 func newPool(cfg *pgx.ConnConfig, max int) *pool {
-	return &pool{cfg: cfg, sem: make(chan struct{}, max)}
+	return &pool{cfg: cfg, sem: make(chan struct{}, max), pair: make(chan struct{}, 1)}
+}
+
+// acquirePair returns two connections for one operation (a write
+// transaction and a concurrent read). Callers that take two connections
+// take them one pair at a time, so two of them never deadlock each holding
+// one; callers that take one never wait while holding one. With a pool of
+// one connection the second is a connection of its own outside the pool:
+// release it with releasePair.
+func (p *pool) acquirePair(ctx context.Context) (*pgx.Conn, *pgx.Conn, error) {
+	select {
+	case p.pair <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, fmt.Errorf("acquire connections: %w", ctx.Err())
+	}
+	defer func() { <-p.pair }()
+	a, err := p.acquire(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cap(p.sem) < 2 {
+		b, err := pgx.ConnectConfig(ctx, p.cfg)
+		if err != nil {
+			p.release(a)
+			return nil, nil, fmt.Errorf("connect to %s:%d: %w", p.cfg.Host, p.cfg.Port, err)
+		}
+		return a, b, nil
+	}
+	b, err := p.acquire(ctx)
+	if err != nil {
+		p.release(a)
+		return nil, nil, err
+	}
+	return a, b, nil
+}
+
+// releasePair releases the connections of acquirePair.
+func (p *pool) releasePair(a, b *pgx.Conn) {
+	p.release(a)
+	if cap(p.sem) < 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = b.Close(ctx)
+		return
+	}
+	p.release(b)
 }
 
 // acquire returns a connection, waiting for a free slot. The caller must

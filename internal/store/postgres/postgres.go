@@ -7,7 +7,21 @@
 // pointer row, all in one transaction, so readers never see part of a
 // snapshot and a dropped snapshot costs a DROP TABLE, not a DELETE of a
 // million rows. Targets are one table keyed by (run, customer) with a
-// partial index on pending targets for claims.
+// partial index on pending targets for claims (due ones first); they have
+// no foreign key to runs (its per-row check cost a fifth of a
+// materialization): the driver writes them under a lock on the run's row.
+// The contact ledger, holdout assignments, opt-outs and folded campaign
+// tallies are tables of their own that outlive runs (migrations/).
+//
+// Materialization (materialize.go) holds two advisory locks, the channel's
+// and the campaign's, streams the audience from a second connection into
+// a binary COPY of the targets, and finishes with set-based statements
+// shared with the SQLite driver (internal/sqlshared).
+//
+// Time: records are stamped with Options.Clock (the process clock when
+// unset); the store's time — claims, stale cut-offs, ledger entries, Now —
+// is Options.Clock when set and otherwise the server's now(), passed into
+// SQL as coalesce($n, now()).
 package postgres
 
 import (
@@ -41,8 +55,9 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 // Open connects to the database a postgres:// URL names and applies the
-// migrations. The URL takes libpq's parameters plus pool_max_conns (the
-// most connections the store opens; default Options.MaxConns or 4).
+// migrations (with Options.NoMigrate: checks that they are applied). The
+// URL takes libpq's parameters plus pool_max_conns (the most connections
+// the store opens; default Options.MaxConns or 4).
 func Open(ctx context.Context, dsn string, opts store.Options) (*Store, error) {
 	dsn, maxConns, err := splitPoolParams(dsn)
 	if err != nil {
@@ -59,7 +74,11 @@ func Open(ctx context.Context, dsn string, opts store.Options) (*Store, error) {
 		return nil, fmt.Errorf("postgres store: parse URL %s: %w (%w)", store.Redact(dsn), err, store.ErrInvalid)
 	}
 	s := &Store{pool: newPool(cfg, maxConns), opts: opts}
-	if err := s.migrate(ctx); err != nil {
+	prepare := s.migrate
+	if opts.NoMigrate {
+		prepare = s.checkSchema
+	}
+	if err := prepare(ctx); err != nil {
 		s.pool.close()
 		return nil, fmt.Errorf("postgres store %s: %w", cfg.Host, err)
 	}

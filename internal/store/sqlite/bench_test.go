@@ -32,3 +32,20 @@ func BenchmarkTargets100k(b *testing.B) {
 	defer s.Close()
 	storetest.BenchTargets(b, s, 100_000, 100)
 }
+
+// BenchmarkMaterialize1M materializes a 1,000,000-member audience in a
+// database file on disk:
+//
+//	go test -run '^$' -bench Materialize1M -benchtime 1x ./internal/store/sqlite/
+//
+// RETENTION_BENCH_CUSTOMERS=10000 runs a small audience to check it works.
+func BenchmarkMaterialize1M(b *testing.B) {
+	s, err := OpenPath(context.Background(), filepath.Join(b.TempDir(), "bench.db"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	n := storetest.BenchSize()
+	snapshotID, segment := storetest.BenchAudience(b, s, n)
+	storetest.BenchMaterialize(b, s, snapshotID, segment, n)
+}

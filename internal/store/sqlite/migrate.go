@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/retention-dev/retention-operator/internal/store/internal/migrate"
+	"github.com/retention-dev/retention-operator/internal/store/internal/sqlshared"
 )
 
 //go:embed migrations/*.sql
@@ -49,4 +50,36 @@ func (s *Store) migrate(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// latestVersion is the schema version this driver migrates to.
+func latestVersion() (int, error) {
+	ms, err := Migrations()
+	if err != nil {
+		return 0, err
+	}
+	return ms[len(ms)-1].Version, nil
+}
+
+// checkSchema is the migration step of an Open with NoMigrate: it applies
+// nothing and fails with store.ErrSchema unless the recorded schema version
+// is this driver's latest.
+func (s *Store) checkSchema(ctx context.Context) error {
+	need, err := latestVersion()
+	if err != nil {
+		return err
+	}
+	var found, tables int
+	if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'schema_migrations'").Scan(&tables); err != nil {
+		return fmt.Errorf("read schema version: %w", wrapErr(err))
+	}
+	if tables > 0 {
+		if err := s.db.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&found); err != nil {
+			return fmt.Errorf("read schema version: %w", wrapErr(err))
+		}
+	}
+	if found != need {
+		return sqlshared.SchemaError(found, need)
+	}
+	return nil
 }

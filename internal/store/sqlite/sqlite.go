@@ -6,11 +6,19 @@
 // them) with a busy timeout, and every write transaction starts with BEGIN
 // IMMEDIATE, so the operator and the outreach runner processes on one
 // machine can share one file: writers queue for the lock instead of
-// failing with SQLITE_BUSY halfway through a transaction.
+// failing with SQLITE_BUSY halfway through a transaction. Holding that
+// lock is also what serializes materializations (one channel's or not)
+// and claims.
 //
 // Layout: as on PostgreSQL, each snapshot is a table of its own (snap_<id>)
 // made current by a pointer row; see migrations/0001_init.sql for how a
-// load is split into transactions.
+// load is split into transactions, and migrations/0002_campaigns.sql for
+// the contact ledger, holdout assignments, opt-outs and folded tallies.
+// SQL that is the same in both dialects lives in internal/sqlshared.
+//
+// Time: SQLite has no server clock. The store's time (claims, stale
+// cut-offs, ledger entries, Now) is Options.Clock, or this process's
+// clock; the processes sharing a file run on one machine.
 package sqlite
 
 import (
@@ -18,6 +26,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -25,6 +34,7 @@ import (
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 
 	"github.com/retention-dev/retention-operator/internal/store"
+	"github.com/retention-dev/retention-operator/internal/store/internal/sqlshared"
 )
 
 func init() {
@@ -61,7 +71,8 @@ func PathFromURL(url string) (string, error) {
 }
 
 // Open opens (creating if needed) the database file of a sqlite:// URL
-// and applies the migrations.
+// and applies the migrations. With Options.NoMigrate it creates nothing
+// and applies nothing: the file must exist at the latest schema version.
 func Open(ctx context.Context, url string, opts store.Options) (*Store, error) {
 	path, err := PathFromURL(url)
 	if err != nil {
@@ -75,6 +86,16 @@ func OpenPath(ctx context.Context, path string, opts store.Options) (*Store, err
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite store %s: %w", path, err)
+	}
+	if opts.NoMigrate {
+		// Do not create a database the operator never migrated.
+		if _, err := os.Stat(abs); errors.Is(err, os.ErrNotExist) {
+			need, err := latestVersion()
+			if err != nil {
+				return nil, fmt.Errorf("sqlite store %s: %w", abs, err)
+			}
+			return nil, fmt.Errorf("sqlite store %s: no database file: %w", abs, sqlshared.SchemaError(0, need))
+		}
 	}
 	dsn := abs + "?" + strings.Join([]string{
 		fmt.Sprintf("_pragma=busy_timeout(%d)", BusyTimeout.Milliseconds()),
@@ -96,7 +117,11 @@ func OpenPath(ctx context.Context, path string, opts store.Options) (*Store, err
 	db.SetMaxOpenConns(max)
 	db.SetMaxIdleConns(max)
 	s := &Store{db: db, path: abs, opts: opts}
-	if err := s.migrate(ctx); err != nil {
+	prepare := s.migrate
+	if opts.NoMigrate {
+		prepare = s.checkSchema
+	}
+	if err := prepare(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlite store %s: %w", abs, err)
 	}

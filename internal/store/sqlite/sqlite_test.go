@@ -2,8 +2,12 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,5 +101,65 @@ func TestAbandonedWriterIsPruned(t *testing.T) {
 	var n int
 	if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema WHERE name = ?", "snap_1").Scan(&n); err != nil || n != 0 {
 		t.Errorf("abandoned table still there: %d, %v", n, err)
+	}
+}
+
+// TestUpgradeFromVersion1 migrates a database that milestone 1 wrote:
+// a runner refuses it until the operator migrates; then its runs are past
+// materialization and what it sent counts in the ledger.
+func TestUpgradeFromVersion1(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "v1.db")
+	ms, err := Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := storetest.Epoch.Add(time.Hour)
+	for _, q := range []string{
+		"CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT",
+		ms[0].SQL,
+		"INSERT INTO schema_migrations VALUES (1, 'init', 0)",
+		`INSERT INTO runs (run_id, campaign, channel, settings, holdout_percent, shards, created_at) VALUES ('old', 'ns/c', 'ns/email', '{}', 0, 1, 0)`,
+		`INSERT INTO targets (run_id, customer_id, grp, shard, state, sent_at) VALUES ('old', 'a', 'treatment', 0, 'sent', ` + fmt.Sprint(sent.UnixMicro()) + `)`,
+		`INSERT INTO targets (run_id, customer_id, grp, shard, state) VALUES ('old', 'b', 'treatment', 0, 'pending')`,
+		`INSERT INTO targets (run_id, customer_id, grp, shard, state, reason) VALUES ('old', 'h', 'holdout', 0, 'skipped', 'holdout')`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+
+	_, err = OpenPath(ctx, path, store.Options{NoMigrate: true})
+	if !errors.Is(err, store.ErrSchema) || !strings.Contains(err.Error(), "store schema is at version 1; this binary needs version 2: start the operator, which migrates") {
+		t.Fatalf("NoMigrate on version 1 = %v", err)
+	}
+	s, err := OpenPath(ctx, path, store.Options{Clock: storetest.NewClock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, err := s.RunGet(ctx, "old")
+	if err != nil || r.Phase != store.PhaseMaterialized {
+		t.Fatalf("old run = %+v, %v", r, err)
+	}
+	got := map[string]int64{}
+	if err := s.ContactCounts(ctx, &store.ContactCountsParams{Channel: "ns/email", Since: storetest.Epoch, RunID: "old"},
+		func(id string, n int64) error { got[id] = n; return nil }); err != nil || !reflect.DeepEqual(got, map[string]int64{"a": 1}) {
+		t.Errorf("ledger after upgrade = %v, %v", got, err)
+	}
+	claimed, err := s.TargetClaim(ctx, &store.TargetClaimParams{RunID: "old", Limit: 10, Token: "w"})
+	if err != nil || len(claimed) != 1 || claimed[0].CustomerID != "b" {
+		t.Errorf("claim after upgrade = %+v, %v", claimed, err)
+	}
+	if s2, err := OpenPath(ctx, path, store.Options{NoMigrate: true}); err != nil {
+		t.Errorf("NoMigrate after upgrade: %v", err)
+	} else {
+		s2.Close()
 	}
 }

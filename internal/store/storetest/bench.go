@@ -179,3 +179,98 @@ func BenchTargets(b *testing.B, s store.Store, n, batch int) {
 		report(b, start, n)
 	}
 }
+
+// BenchSize is the audience size of the materialization benchmarks:
+// BenchCustomers, or $RETENTION_BENCH_CUSTOMERS for a quick check that
+// they work.
+func BenchSize() int {
+	if v, err := strconv.Atoi(os.Getenv("RETENTION_BENCH_CUSTOMERS")); err == nil && v > 0 {
+		return v
+	}
+	return BenchCustomers
+}
+
+// BenchAudience writes the audience of the materialization benchmarks
+// once: a snapshot of n customers (by Customer) and a segment of them all,
+// evaluated by a scan of the snapshot.
+func BenchAudience(b *testing.B, s store.Store, n int) (snapshotID int64, segment string) {
+	b.Helper()
+	ctx := context.Background()
+	segment = "bench/audience"
+	sn := writeBench(ctx, b, s, "bench/audience", n)
+	// The members come from a scan of the snapshot, as a segment's
+	// evaluation reads it before any run does.
+	members := make([]string, 0, n)
+	if err := s.SnapshotScan(ctx, &store.SnapshotScanParams{SnapshotID: sn.ID}, func(c *customer.Scored) error {
+		members = append(members, c.ID)
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	ids := store.MembersFromSlice(members)
+	if _, err := s.MembershipApply(ctx, &store.MembershipApplyParams{Segment: segment, SnapshotID: sn.ID, Members: ids}); err != nil {
+		b.Fatal(err)
+	}
+	return sn.ID, segment
+}
+
+// BenchShards is the shard count of the benchmark runs.
+const BenchShards = 8
+
+// BenchPlan is the trivial Plan of the benchmarks: every member is
+// treatment, sharded by a byte of its id, with its contact, locale, time
+// zone, measurement baseline and expected value frozen in.
+func BenchPlan(m *store.AudienceMember, t *store.NewTarget) error {
+	c := m.Customer
+	t.Group = store.GroupTreatment
+	t.Variant = "a"
+	t.Shard = int32(c.ID[len(c.ID)-1]) % BenchShards
+	t.Data = store.TargetData{
+		Address: c.Contact.Email, Locale: c.Contact.Locale, TimeZone: c.Contact.Timezone,
+		BaseTransactions: int64(c.Features.Transactions), BaseSpend: c.Features.TotalSpend,
+		BaseLastPurchase: c.Features.LastPurchase, ExpectedValue: c.Scores.ExpectedValue,
+	}
+	return nil
+}
+
+// BenchMaterialize times RunMaterialize of an n-member audience written by
+// BenchAudience: each iteration creates a run of a new campaign on a new
+// channel and materializes it with BenchPlan, with a cap window set (so
+// the ledger join runs) and no MaxPerRun. It reports rows/s and peak RSS.
+// Run with -benchtime=1x: one iteration is the whole audience.
+func BenchMaterialize(b *testing.B, s store.Store, snapshotID int64, segment string, n int) {
+	ctx := context.Background()
+	var total time.Duration
+	ResetPeakRSS()
+	b.ResetTimer()
+	for iter := range b.N {
+		b.StopTimer()
+		run := "bench-mat-" + strconv.Itoa(iter)
+		if _, err := s.RunCreate(ctx, &store.RunCreateParams{RunID: run, Campaign: "bench/c", CampaignUID: "bench-uid-" + strconv.Itoa(iter),
+			Channel: "bench/ch-" + strconv.Itoa(iter), Segment: segment, SnapshotID: snapshotID, Shards: BenchShards}); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		b.StartTimer()
+		t, err := s.RunMaterialize(ctx, &store.RunMaterializeParams{RunID: run, CapSince: time.Unix(0, 0), Plan: BenchPlan})
+		b.StopTimer()
+		total += time.Since(start)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got := t.Groups[store.GroupTreatment]; got == nil || got.Total != int64(n) {
+			b.Fatalf("materialized %+v, want %d treatment targets", got, n)
+		}
+	}
+	ReportRows(b, total, n)
+}
+
+// ReportRows reports the wall time per iteration, rows/s and peak RSS of
+// a benchmark that timed its iterations itself (total over b.N).
+func ReportRows(b *testing.B, total time.Duration, n int) {
+	b.Helper()
+	el := total.Seconds() / float64(b.N)
+	b.ReportMetric(el, "s/op-wall")
+	b.ReportMetric(float64(n)/el, "rows/s")
+	b.ReportMetric(float64(PeakRSS())/(1<<20), "peak-RSS-MiB")
+}

@@ -78,6 +78,21 @@ func Calls(ctx context.Context, s store.Store) map[string]error {
 	call("ContactCounts", func() error {
 		return s.ContactCounts(ctx, &store.ContactCountsParams{Channel: "ns/ch", RunID: "r"}, func(string, int64) error { return nil })
 	})
+	call("RunSetPhase", func() error {
+		_, err := s.RunSetPhase(ctx, &store.RunSetPhaseParams{RunID: "r", To: store.PhaseSending})
+		return err
+	})
+	call("RunMaterialize", func() error {
+		_, err := s.RunMaterialize(ctx, &store.RunMaterializeParams{RunID: "r", Plan: func(*store.AudienceMember, *store.NewTarget) error { return nil }})
+		return err
+	})
+	call("CampaignTally", func() error { _, err := s.CampaignTally(ctx, "uid"); return err })
+	call("HoldoutGet", func() error { _, err := s.HoldoutGet(ctx, "uid", []string{"a"}); return err })
+	call("OptOutAdd", func() error { return s.OptOutAdd(ctx, &store.OptOutAddParams{Channel: "ns/ch", CustomerID: "a"}) })
+	call("OptOutFilter", func() error { _, err := s.OptOutFilter(ctx, "ns/ch", []string{"a"}); return err })
+	call("OptOutDelete", func() error { return s.OptOutDelete(ctx, "ns/ch", "a") })
+	call("Now", func() error { _, err := s.Now(ctx); return err })
+	call("RunCancel", func() error { _, err := s.RunCancel(ctx, "r"); return err })
 	call("RunDelete", func() error { return s.RunDelete(ctx, "r") })
 	return errs
 }

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 
@@ -73,6 +74,35 @@ func exerciseMigrate(ctx context.Context, t *testing.T, d *Driver) {
 		}
 		if _, err := store.Open(ctx, "mysql://x", store.Options{}); !errors.Is(err, store.ErrInvalid) {
 			t.Errorf("unknown scheme: %v, want ErrInvalid", err)
+		}
+	})
+
+	// Runners open the store without migrating: an unmigrated database is
+	// an ErrSchema that says what to do, a migrated one opens.
+	t.Run("NoMigrate", func(t *testing.T) {
+		t.Parallel()
+		url := d.NewURL(t)
+		s, err := d.Open(ctx, url, store.Options{NoMigrate: true})
+		if err == nil {
+			s.Close()
+			t.Fatal("Open with NoMigrate on an empty database succeeded")
+		}
+		if !errors.Is(err, store.ErrSchema) || !strings.Contains(err.Error(), "store schema is at version 0; this binary needs version ") ||
+			!strings.Contains(err.Error(), "start the operator, which migrates") {
+			t.Errorf("Open with NoMigrate on an empty database = %v, want ErrSchema saying what to do", err)
+		}
+		migrated, err := d.Open(ctx, url, store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		migrated.Close()
+		s, err = d.Open(ctx, url, store.Options{NoMigrate: true})
+		if err != nil {
+			t.Fatalf("Open with NoMigrate on a migrated database: %v", err)
+		}
+		defer s.Close()
+		if _, err := s.RunCreate(ctx, &store.RunCreateParams{RunID: "r1", Campaign: "ns/c", Channel: "ns/ch", Shards: 1}); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

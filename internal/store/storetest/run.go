@@ -72,8 +72,19 @@ func exerciseRun(ctx context.Context, t *testing.T, d *Driver) {
 	t.Run("CreateIsIdempotentAndFrozen", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(ctx, t, d)
-		r := createRun(e, "uid-1", "ns/email", 3)
-		want := &store.Run{ID: "uid-1", Campaign: "ns/winback", Channel: "ns/email", HoldoutPercent: 10, Shards: 3, CreatedAt: Epoch}
+		scheduled := Epoch.Add(-time.Hour)
+		r, err := e.s.RunCreate(ctx, &store.RunCreateParams{
+			RunID: "uid-1", Campaign: "ns/winback", CampaignUID: "camp-uid", Channel: "ns/email", Segment: "ns/at-risk",
+			SnapshotID: 42, ScheduledAt: scheduled, ConversionWindow: 14*24*time.Hour + 1500*time.Microsecond, DryRun: true,
+			Shards: 3, HoldoutPercent: 10,
+			Settings: map[string]any{"subject": "We miss you, {{.Name}}", "variants": []string{"a", "b"}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := &store.Run{ID: "uid-1", Campaign: "ns/winback", CampaignUID: "camp-uid", Channel: "ns/email", Segment: "ns/at-risk",
+			SnapshotID: 42, ScheduledAt: scheduled, ConversionWindow: 14*24*time.Hour + 1500*time.Microsecond, DryRun: true,
+			Phase: store.PhasePending, HoldoutPercent: 10, Shards: 3, CreatedAt: Epoch}
 		var settings map[string]any
 		if err := json.Unmarshal(r.Settings, &settings); err != nil || settings["subject"] != "We miss you, {{.Name}}" {
 			t.Errorf("settings = %s (%v)", r.Settings, err)
@@ -81,6 +92,9 @@ func exerciseRun(ctx context.Context, t *testing.T, d *Driver) {
 		r.Settings = nil
 		if !reflect.DeepEqual(r, want) {
 			t.Errorf("RunCreate = %+v, want %+v", r, want)
+		}
+		if got := r.WindowEnd(); !got.IsZero() {
+			t.Errorf("WindowEnd without a reference time = %v", got)
 		}
 		e.clock.Advance(time.Minute)
 		again, err := e.s.RunCreate(ctx, &store.RunCreateParams{RunID: "uid-1", Campaign: "ns/other", Channel: "ns/sms", Shards: 9})
@@ -90,6 +104,19 @@ func exerciseRun(ctx context.Context, t *testing.T, d *Driver) {
 		again.Settings = nil
 		if !reflect.DeepEqual(again, want) {
 			t.Errorf("second RunCreate = %+v, want the frozen %+v", again, want)
+		}
+		got, err := e.s.RunGet(ctx, "uid-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.Settings = nil
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("RunGet = %+v, want %+v", got, want)
+		}
+		// Zero values round-trip as zero.
+		bare := createRun(e, "bare", "ns/email", 1)
+		if !bare.ScheduledAt.IsZero() || !bare.ReferenceAt.IsZero() || bare.ConversionWindow != 0 || bare.CampaignUID != "" || bare.Phase != store.PhasePending {
+			t.Errorf("bare run = %+v", bare)
 		}
 		if _, err := e.s.RunGet(ctx, "uid-unknown"); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("RunGet(unknown) = %v, want ErrNotFound", err)
@@ -102,9 +129,64 @@ func exerciseRun(ctx context.Context, t *testing.T, d *Driver) {
 			{RunID: "x", Channel: "ch", Shards: 1},
 			{RunID: "x", Campaign: "c", Channel: "ch", Shards: 0},
 			{RunID: "x", Campaign: "c", Channel: "ch", Shards: 1, HoldoutPercent: 101},
+			{RunID: "x", Campaign: "c", Channel: "ch", Shards: 1, ConversionWindow: -time.Hour},
+			{RunID: "x", Campaign: "c", Channel: "ch", Shards: 1, SnapshotID: -1},
+			{RunID: "x", Campaign: "c", Channel: "ch", Shards: 1, Segment: "bad\x00key"},
 		} {
 			if _, err := e.s.RunCreate(ctx, p); !errors.Is(err, store.ErrInvalid) {
 				t.Errorf("RunCreate(%+v) = %v, want ErrInvalid", p, err)
+			}
+		}
+	})
+
+	t.Run("SetPhase", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(ctx, t, d)
+		createRun(e, "r", "ns/email", 1)
+		set := func(p store.RunSetPhaseParams) bool {
+			t.Helper()
+			p.RunID = "r"
+			ok, err := e.s.RunSetPhase(ctx, &p)
+			if err != nil {
+				t.Fatalf("RunSetPhase(%+v): %v", p, err)
+			}
+			return ok
+		}
+		phase := func() *store.Run {
+			t.Helper()
+			r, err := e.s.RunGet(ctx, "r")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		if set(store.RunSetPhaseParams{From: []store.RunPhase{store.PhaseMaterialized}, To: store.PhaseSending}) {
+			t.Errorf("moved from a phase the run is not in")
+		}
+		if got := phase().Phase; got != store.PhasePending {
+			t.Errorf("phase = %s after a failed compare-and-set", got)
+		}
+		if !set(store.RunSetPhaseParams{From: []store.RunPhase{store.PhaseSending, store.PhasePending}, To: store.PhaseMaterialized}) {
+			t.Errorf("did not move from one of From")
+		}
+		ref := e.clock.Advance(time.Hour)
+		if !set(store.RunSetPhaseParams{From: []store.RunPhase{store.PhaseMaterialized}, To: store.PhaseSending, ReferenceAt: ref}) {
+			t.Errorf("Materialized → Sending refused")
+		}
+		// The reference time is stored once.
+		if !set(store.RunSetPhaseParams{To: store.PhaseMeasuring, ReferenceAt: ref.Add(time.Hour)}) {
+			t.Errorf("a move from any phase was refused")
+		}
+		r := phase()
+		if r.Phase != store.PhaseMeasuring || !r.ReferenceAt.Equal(ref) || !r.WindowEnd().Equal(ref.Add(r.ConversionWindow)) {
+			t.Errorf("run = phase %s, reference %v; want Measuring, %v", r.Phase, r.ReferenceAt, ref)
+		}
+		if ok, err := e.s.RunSetPhase(ctx, &store.RunSetPhaseParams{RunID: "nope", To: store.PhaseFailed}); ok || !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("RunSetPhase(unknown) = %v, %v; want ErrNotFound", ok, err)
+		}
+		for _, p := range []*store.RunSetPhaseParams{nil, {RunID: "r"}, {RunID: "r", To: "Done"}, {RunID: "r", To: store.PhaseFailed, From: []store.RunPhase{"Nope"}}} {
+			if _, err := e.s.RunSetPhase(ctx, p); !errors.Is(err, store.ErrInvalid) {
+				t.Errorf("RunSetPhase(%+v) = %v, want ErrInvalid", p, err)
 			}
 		}
 	})
@@ -186,6 +268,11 @@ func exerciseTarget(ctx context.Context, t *testing.T, d *Driver) {
 			{"pending holdout", []store.NewTarget{{CustomerID: "x", Group: store.GroupHoldout, State: store.StatePending}}, store.ErrInvalid},
 			{"skipped without reason", []store.NewTarget{{CustomerID: "x", State: store.StateSkipped}}, store.ErrInvalid},
 			{"inserted as sent", []store.NewTarget{{CustomerID: "x", State: store.StateSent}}, store.ErrInvalid},
+			{"excluded without reason", []store.NewTarget{{CustomerID: "x", Group: store.GroupExcluded}}, store.ErrInvalid},
+			{"pending excluded", []store.NewTarget{{CustomerID: "x", Group: store.GroupExcluded, State: store.StatePending, Reason: "capped"}}, store.ErrInvalid},
+			{"unknown group", []store.NewTarget{{CustomerID: "x", Group: "control"}}, store.ErrInvalid},
+			{"NUL in address", []store.NewTarget{{CustomerID: "x", Data: store.TargetData{Address: "a\x00b"}}}, store.ErrInvalid},
+			{"fields not JSON", []store.NewTarget{{CustomerID: "x", Data: store.TargetData{Fields: map[string]any{"f": func() {}}}}}, store.ErrInvalid},
 			{"empty id", []store.NewTarget{{}}, store.ErrInvalid},
 		} {
 			if _, err := e.s.TargetInsert(ctx, &store.TargetInsertParams{RunID: "r", Targets: tc.ts}); !errors.Is(err, tc.want) {
@@ -194,6 +281,41 @@ func exerciseTarget(ctx context.Context, t *testing.T, d *Driver) {
 		}
 		if _, err := e.s.TargetInsert(ctx, &store.TargetInsertParams{RunID: "nope", Targets: treatment(0, 1, 0)}); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("insert into an unknown run: %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("InsertKeepsData", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(ctx, t, d)
+		createRun(e, "r", "ns/email", 2)
+		last := time.Date(2024, 12, 24, 18, 30, 0, 123000, time.UTC)
+		notBefore := Epoch.Add(90 * time.Minute)
+		data := store.TargetData{Address: "zoë@example.com", Locale: "de-DE", TimeZone: "Europe/Berlin",
+			Fields:           map[string]any{"name": "Zoë", "points": 120.5, "vip": true, "tags": []any{"a", "b"}},
+			BaseTransactions: 17, BaseSpend: 1234.56, BaseLastPurchase: last, ExpectedValue: 99.25}
+		insertTargets(e, "r", []store.NewTarget{
+			{CustomerID: "full", Variant: "b", Shard: 1, NotBefore: notBefore, Data: data},
+			{CustomerID: "bare"},
+			{CustomerID: "out", Group: store.GroupExcluded, Reason: store.ReasonUnreachable},
+		})
+		got := map[string]store.Target{}
+		e.s.TargetScan(ctx, &store.TargetScanParams{RunID: "r"}, func(tg *store.Target) error { got[tg.CustomerID] = *tg; return nil })
+		want := store.Target{RunID: "r", CustomerID: "full", Group: store.GroupTreatment, Variant: "b", Shard: 1, State: store.StatePending,
+			NotBefore: notBefore, Data: data}
+		if !reflect.DeepEqual(got["full"], want) {
+			t.Errorf("target = %+v, want %+v", got["full"], want)
+		}
+		if want := (store.Target{RunID: "r", CustomerID: "bare", Group: store.GroupTreatment, State: store.StatePending}); !reflect.DeepEqual(got["bare"], want) {
+			t.Errorf("bare target = %+v, want %+v", got["bare"], want)
+		}
+		if g := got["out"]; g.Group != store.GroupExcluded || g.State != store.StateSkipped || g.Reason != store.ReasonUnreachable {
+			t.Errorf("excluded target = %+v", g)
+		}
+		// Claims return the data too.
+		e.clock.Advance(2 * time.Hour)
+		claimed, err := e.s.TargetClaim(ctx, &store.TargetClaimParams{RunID: "r", Shard: 1, Limit: 5, Token: "w"})
+		if err != nil || len(claimed) != 1 || !reflect.DeepEqual(claimed[0].Data, data) {
+			t.Errorf("claim = %+v, %v", claimed, err)
 		}
 	})
 
@@ -417,32 +539,42 @@ func exerciseTarget(ctx context.Context, t *testing.T, d *Driver) {
 	t.Run("Conversions", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(ctx, t, d)
-		run := createRun(e, "r", "ns/email", 1)
+		createRun(e, "r", "ns/email", 1)
 		ts := treatment(0, 4, 0)
-		ts = append(ts, store.NewTarget{CustomerID: "h1", Group: store.GroupHoldout}, store.NewTarget{CustomerID: "h2", Group: store.GroupHoldout})
+		ts = append(ts,
+			store.NewTarget{CustomerID: "h1", Group: store.GroupHoldout}, store.NewTarget{CustomerID: "h2", Group: store.GroupHoldout},
+			store.NewTarget{CustomerID: "x1", Group: store.GroupExcluded, Reason: store.ReasonCapped})
 		insertTargets(e, "r", ts)
-		claimed, _ := e.s.TargetClaim(ctx, &store.TargetClaimParams{RunID: "r", Limit: 4})
-		if len(claimed) != 4 {
+		claimed, _ := e.s.TargetClaim(ctx, &store.TargetClaimParams{RunID: "r", Limit: 2})
+		if len(claimed) != 2 {
 			t.Fatalf("claimed %d", len(claimed))
 		}
-		sentAt := e.clock.Advance(time.Hour)
-		e.s.TargetSetSent(ctx, &store.TargetSetSentParams{RunID: "r", CustomerIDs: []string{"c00000", "c00001", "c00002"}})
-		e.s.TargetSetFailed(ctx, &store.TargetSetFailedParams{RunID: "r", Failures: []store.TargetFailure{{CustomerID: "c00003", Error: "bounce"}}})
-		before, after := sentAt.Add(-time.Minute), sentAt.Add(time.Hour)
+		// Before sending starts there is no reference time: nothing converts.
+		if n, err := e.s.ConversionRecord(ctx, &store.ConversionRecordParams{RunID: "r", Conversions: []store.Conversion{{CustomerID: "c00000", At: e.clock.Now()}}}); err != nil || n != 0 {
+			t.Fatalf("ConversionRecord without a reference time = %d, %v; want 0", n, err)
+		}
+		ref := e.clock.Advance(time.Hour)
+		if ok, err := e.s.RunSetPhase(ctx, &store.RunSetPhaseParams{RunID: "r", To: store.PhaseSending, ReferenceAt: ref}); err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+		e.clock.Advance(time.Hour)
+		e.s.TargetSetSent(ctx, &store.TargetSetSentParams{RunID: "r", CustomerIDs: []string{"c00000", "c00001"}})
+		before, after := ref.Add(-time.Minute), ref.Add(time.Minute) // after is before c00000 was sent
 		n, err := e.s.ConversionRecord(ctx, &store.ConversionRecordParams{RunID: "r", Conversions: []store.Conversion{
 			{CustomerID: "c00000", At: after.Add(time.Hour)},
-			{CustomerID: "c00000", At: after},  // the earliest eligible one wins
-			{CustomerID: "c00001", At: before}, // before contact: not a conversion
-			{CustomerID: "c00003", At: after},  // never contacted
-			{CustomerID: "h1", At: run.CreatedAt.Add(time.Minute)},
-			{CustomerID: "h2", At: run.CreatedAt.Add(-time.Minute)},
+			{CustomerID: "c00000", At: after},  // the earliest eligible one wins, sent or not
+			{CustomerID: "c00001", At: before}, // before the reference time
+			{CustomerID: "c00003", At: after},  // never sent: counts (intent to treat)
+			{CustomerID: "h1", At: ref},        // at the reference time: counts
+			{CustomerID: "h2", At: before},
+			{CustomerID: "x1", At: after}, // excluded: never converts
 			{CustomerID: "stranger", At: after},
 		}})
-		if err != nil || n != 2 {
-			t.Fatalf("ConversionRecord = %d, %v; want 2", n, err)
+		if err != nil || n != 3 {
+			t.Fatalf("ConversionRecord = %d, %v; want 3", n, err)
 		}
 		n, err = e.s.ConversionRecord(ctx, &store.ConversionRecordParams{RunID: "r", Conversions: []store.Conversion{
-			{CustomerID: "c00000", At: sentAt}, // already converted: kept
+			{CustomerID: "c00000", At: ref}, // already converted: kept
 			{CustomerID: "c00001", At: after},
 		}})
 		if err != nil || n != 1 {
@@ -450,15 +582,18 @@ func exerciseTarget(ctx context.Context, t *testing.T, d *Driver) {
 		}
 		got := map[string]time.Time{}
 		e.s.TargetScan(ctx, &store.TargetScanParams{RunID: "r"}, func(tg *store.Target) error { got[tg.CustomerID] = tg.ConvertedAt; return nil })
-		want := map[string]time.Time{"c00000": after, "c00001": after, "c00002": {}, "c00003": {}, "h1": run.CreatedAt.Add(time.Minute), "h2": {}}
+		want := map[string]time.Time{"c00000": after, "c00001": after, "c00002": {}, "c00003": after, "h1": ref, "h2": {}, "x1": {}}
 		for id, w := range want {
 			if !got[id].Equal(w) {
 				t.Errorf("%s converted at %v, want %v", id, got[id], w)
 			}
 		}
 		tl := tally(e, "r")
-		if tl.Groups[store.GroupTreatment].Converted != 2 || tl.Groups[store.GroupHoldout].Converted != 1 {
-			t.Errorf("converted per group: treatment %d, holdout %d; want 2, 1", tl.Groups[store.GroupTreatment].Converted, tl.Groups[store.GroupHoldout].Converted)
+		if tl.Groups[store.GroupTreatment].Converted != 3 || tl.Groups[store.GroupHoldout].Converted != 1 || tl.Groups[store.GroupExcluded].Converted != 0 {
+			t.Errorf("converted per group: treatment %d, holdout %d; want 3, 1", tl.Groups[store.GroupTreatment].Converted, tl.Groups[store.GroupHoldout].Converted)
+		}
+		if g := tl.Groups[store.GroupExcluded]; g == nil || g.SkippedByReason[store.ReasonCapped] != 1 {
+			t.Errorf("excluded tally = %+v", g)
 		}
 	})
 }

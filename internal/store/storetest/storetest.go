@@ -1,7 +1,8 @@
 // Package storetest is the contract suite of internal/store: every driver's
 // tests run Exercise against a real database, so the drivers behave alike.
-// It is split into a file per area (migrations, snapshots, membership,
-// runs and targets, contact history, failure).
+// It is split into a file per area: migrations, snapshots, membership,
+// runs and targets, claims, materialization, the contact ledger, opt-outs
+// and holdout assignments, tallies, failure.
 //
 // Grow the suite before the interface: a behaviour a caller relies on is a
 // test here first.
@@ -11,10 +12,10 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/retention-dev/retention-operator/internal/clock"
 	"github.com/retention-dev/retention-operator/internal/customer"
 	"github.com/retention-dev/retention-operator/internal/store"
 )
@@ -38,42 +39,22 @@ func Exercise(ctx context.Context, t *testing.T, d *Driver) {
 	t.Run("Membership", func(t *testing.T) { t.Parallel(); exerciseMembership(ctx, t, d) })
 	t.Run("Run", func(t *testing.T) { t.Parallel(); exerciseRun(ctx, t, d) })
 	t.Run("Target", func(t *testing.T) { t.Parallel(); exerciseTarget(ctx, t, d) })
-	t.Run("Contact", func(t *testing.T) { t.Parallel(); exerciseContact(ctx, t, d) })
+	t.Run("Claim", func(t *testing.T) { t.Parallel(); exerciseClaim(ctx, t, d) })
+	t.Run("Materialize", func(t *testing.T) { t.Parallel(); exerciseMaterialize(ctx, t, d) })
+	t.Run("Ledger", func(t *testing.T) { t.Parallel(); exerciseLedger(ctx, t, d) })
+	t.Run("OptOut", func(t *testing.T) { t.Parallel(); exerciseOptOut(ctx, t, d) })
+	t.Run("Tally", func(t *testing.T) { t.Parallel(); exerciseTally(ctx, t, d) })
 	t.Run("Down", func(t *testing.T) { t.Parallel(); exerciseDown(ctx, t, d) })
 }
 
-// Clock is a settable clock for tests. The zero value reads 2025-01-01.
-type Clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+// Clock is the settable clock the suite injects: internal/clock's Fake.
+type Clock = clock.Fake
 
 // Epoch is the time a new Clock reads.
 var Epoch = time.Date(2025, 1, 1, 9, 0, 0, 0, time.UTC)
 
 // NewClock returns a clock at Epoch.
-func NewClock() *Clock { return &Clock{now: Epoch} }
-
-// Now implements store.Clock.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.now.IsZero() {
-		c.now = Epoch
-	}
-	return c.now
-}
-
-// Advance moves the clock forward.
-func (c *Clock) Advance(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.now.IsZero() {
-		c.now = Epoch
-	}
-	c.now = c.now.Add(d)
-	return c.now
-}
+func NewClock() *Clock { return clock.NewFake(Epoch) }
 
 // env is one test's database, clock and first store handle.
 type env struct {

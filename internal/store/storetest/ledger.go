@@ -1,0 +1,178 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/retention-dev/retention-operator/internal/store"
+)
+
+// materializeRun creates a run of customers on a channel and materializes
+// them all as treatment at the clock's current time.
+func materializeRun(e *env, run, channel string, snapshot int64, customers ...string) {
+	e.t.Helper()
+	applySegment(e, "ns/seg-"+run, snapshot, customers)
+	createCampaignRun(e, e.s, runSpec{id: run, channel: channel, segment: "ns/seg-" + run, snapshot: snapshot})
+	materialize(e, e.s, &store.RunMaterializeParams{RunID: run, Plan: (&planner{}).plan})
+}
+
+// claimAll claims every pending target of a run's shard 0 with a token.
+func claimAll(e *env, run, token string) []*store.Target {
+	e.t.Helper()
+	got, err := e.s.TargetClaim(e.ctx, &store.TargetClaimParams{RunID: run, Limit: 1000, Token: token})
+	if err != nil {
+		e.t.Fatalf("TargetClaim(%s): %v", run, err)
+	}
+	return got
+}
+
+func exerciseLedger(ctx context.Context, t *testing.T, d *Driver) {
+	t.Run("FrequencyCapCounts", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(ctx, t, d)
+		sn := writeSnapshot(e, e.s, "ns/src", 0, 10)
+		c := cids(0, 10)
+		t0 := e.clock.Now()
+		// r1: c0 and c1 sent, c2 skipped (void).
+		materializeRun(e, "r1", "ns/email", sn.ID, c[0], c[1], c[2])
+		claimAll(e, "r1", "w")
+		if n, err := e.s.TargetSetSent(ctx, &store.TargetSetSentParams{RunID: "r1", CustomerIDs: c[:2], Token: "w"}); err != nil || n != 2 {
+			t.Fatalf("sent: %d, %v", n, err)
+		}
+		if n, err := e.s.TargetSetSkipped(ctx, &store.TargetSetSkippedParams{RunID: "r1", Token: "w", Skips: []store.TargetSkip{{CustomerID: c[2], Reason: store.ReasonQuietHours}}}); err != nil || n != 1 {
+			t.Fatalf("skipped: %d, %v", n, err)
+		}
+		t1 := e.clock.Advance(24 * time.Hour)
+		// r2: c0 sent, c1 failed for good (void).
+		materializeRun(e, "r2", "ns/email", sn.ID, c[0], c[1])
+		claimAll(e, "r2", "w")
+		e.s.TargetSetSent(ctx, &store.TargetSetSentParams{RunID: "r2", CustomerIDs: c[:1], Token: "w"})
+		if n, err := e.s.TargetSetFailed(ctx, &store.TargetSetFailedParams{RunID: "r2", Token: "w", Failures: []store.TargetFailure{{CustomerID: c[1], Error: "bounce"}}}); err != nil || n != 1 {
+			t.Fatalf("failed: %d, %v", n, err)
+		}
+		e.clock.Advance(24 * time.Hour)
+		// r3: c0 failed, will retry (still planned); r4: c5 claimed, not
+		// recorded; rc: c4 cancelled (void); sms: another channel.
+		materializeRun(e, "r3", "ns/email", sn.ID, c[0])
+		claimAll(e, "r3", "w")
+		e.s.TargetSetFailed(ctx, &store.TargetSetFailedParams{RunID: "r3", Token: "w", Failures: []store.TargetFailure{{CustomerID: c[0], Error: "503", Retryable: true}}})
+		materializeRun(e, "r4", "ns/email", sn.ID, c[5])
+		claimAll(e, "r4", "w")
+		materializeRun(e, "rc", "ns/email", sn.ID, c[4])
+		if n, err := e.s.RunCancel(ctx, "rc"); err != nil || n != 1 {
+			t.Fatalf("cancel: %d, %v", n, err)
+		}
+		materializeRun(e, "sms", "ns/sms", sn.ID, c[0], c[1], c[3])
+		// A materialized run, nothing sent yet: its contacts count.
+		materializeRun(e, "planned", "ns/push", sn.ID, c[6], c[7])
+		// The audience to check: an ad-hoc run's targets (TargetInsert
+		// writes no ledger entry) and a segment.
+		createRun(e, "next", "ns/email", 1)
+		insertTargets(e, "next", []store.NewTarget{{CustomerID: c[0]}, {CustomerID: c[1]}, {CustomerID: c[3]}, {CustomerID: c[4]}})
+		applySegment(e, "ns/aud", sn.ID, []string{c[0], c[1], c[3], c[4]})
+
+		count := func(p store.ContactCountsParams) map[string]int64 {
+			t.Helper()
+			got := map[string]int64{}
+			if err := e.s.ContactCounts(ctx, &p, func(id string, n int64) error { got[id] = n; return nil }); err != nil {
+				t.Fatalf("ContactCounts(%+v): %v", p, err)
+			}
+			return got
+		}
+		check := func(when string) {
+			t.Helper()
+			for _, tc := range []struct {
+				name string
+				p    store.ContactCountsParams
+				want map[string]int64
+			}{
+				{"run audience since t0", store.ContactCountsParams{Channel: "ns/email", Since: t0, RunID: "next"}, map[string]int64{c[0]: 3, c[1]: 1}},
+				{"run audience since t1", store.ContactCountsParams{Channel: "ns/email", Since: t1, RunID: "next"}, map[string]int64{c[0]: 2}},
+				{"segment audience", store.ContactCountsParams{Channel: "ns/email", Since: t0, Segment: "ns/aud"}, map[string]int64{c[0]: 3, c[1]: 1}},
+				{"listed customers", store.ContactCountsParams{Channel: "ns/email", Since: t0, CustomerIDs: []string{c[2], c[1], c[5], "zed"}}, map[string]int64{c[1]: 1, c[5]: 1}},
+				{"planned, not sent", store.ContactCountsParams{Channel: "ns/push", Since: t0, CustomerIDs: c}, map[string]int64{c[6]: 1, c[7]: 1}},
+				{"other channel", store.ContactCountsParams{Channel: "ns/sms", Since: t0, RunID: "next"}, map[string]int64{c[0]: 1, c[1]: 1, c[3]: 1}},
+				{"window after all", store.ContactCountsParams{Channel: "ns/email", Since: e.clock.Now().Add(time.Second), RunID: "next"}, map[string]int64{}},
+				{"empty list", store.ContactCountsParams{Channel: "ns/email", Since: t0, CustomerIDs: []string{}}, map[string]int64{}},
+			} {
+				if got := count(tc.p); !reflect.DeepEqual(got, tc.want) {
+					t.Errorf("%s: %s: %v, want %v", when, tc.name, got, tc.want)
+				}
+			}
+		}
+		check("before deletes")
+		// The ledger outlives its runs.
+		for _, r := range []string{"r1", "r2", "r3", "r4", "rc", "sms", "planned"} {
+			if err := e.s.RunDelete(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check("after the runs were deleted")
+
+		for _, p := range []store.ContactCountsParams{
+			{Channel: "ns/email", Since: t0},
+			{Channel: "ns/email", Since: t0, RunID: "next", Segment: "ns/aud"},
+			{Since: t0, RunID: "next"},
+		} {
+			if err := e.s.ContactCounts(ctx, &p, func(string, int64) error { return nil }); !errors.Is(err, store.ErrInvalid) {
+				t.Errorf("ContactCounts(%+v) = %v, want ErrInvalid", p, err)
+			}
+		}
+	})
+
+	t.Run("CancelVoidsPendingOnly", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(ctx, t, d)
+		sn := writeSnapshot(e, e.s, "ns/src", 0, 20)
+		materializeRun(e, "r", "ns/email", sn.ID, cids(0, 20)...)
+		claimed, err := e.s.TargetClaim(ctx, &store.TargetClaimParams{RunID: "r", Limit: 5, Token: "w"})
+		if err != nil || len(claimed) != 5 {
+			t.Fatalf("claim: %d, %v", len(claimed), err)
+		}
+		n, err := e.s.RunCancel(ctx, "r")
+		if err != nil || n != 15 {
+			t.Fatalf("RunCancel = %d, %v; want 15", n, err)
+		}
+		if r, err := e.s.RunGet(ctx, "r"); err != nil || r.Phase != store.PhaseCancelled {
+			t.Errorf("phase after cancel = %+v, %v", r, err)
+		}
+		got := contacts(e, e.s, "ns/email", Epoch, cids(0, 20))
+		if len(got) != 5 {
+			t.Errorf("%d live ledger entries after cancel, want the 5 claimed", len(got))
+		}
+		for _, tg := range claimed {
+			if got[tg.CustomerID] != 1 {
+				t.Errorf("claimed %s has %d entries", tg.CustomerID, got[tg.CustomerID])
+			}
+		}
+		// The runner records its claims as usual.
+		if n, err := e.s.TargetSetSent(ctx, &store.TargetSetSentParams{RunID: "r", CustomerIDs: targetIDs(claimed), Token: "w"}); err != nil || n != 5 {
+			t.Errorf("record after cancel: %d, %v", n, err)
+		}
+		if got, want := tally(e, "r").Groups[store.GroupTreatment], (&store.GroupTally{Total: 20,
+			ByState:         map[store.TargetState]int64{store.StateSent: 5, store.StateSkipped: 15},
+			SkippedByReason: map[string]int64{store.ReasonCancelled: 15}}); !reflect.DeepEqual(got, want) {
+			t.Errorf("tally after cancel = %+v, want %+v", got, want)
+		}
+		// Cancelling again skips nothing more; a finished run keeps its phase.
+		if n, err := e.s.RunCancel(ctx, "r"); err != nil || n != 0 {
+			t.Errorf("second RunCancel = %d, %v", n, err)
+		}
+		materializeRun(e, "done", "ns/email", sn.ID, cids(0, 2)...)
+		if ok, err := e.s.RunSetPhase(ctx, &store.RunSetPhaseParams{RunID: "done", To: store.PhaseSucceeded}); err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+		if _, err := e.s.RunCancel(ctx, "done"); err != nil {
+			t.Fatal(err)
+		}
+		if r, _ := e.s.RunGet(ctx, "done"); r.Phase != store.PhaseSucceeded {
+			t.Errorf("cancel of a succeeded run moved it to %s", r.Phase)
+		}
+		if _, err := e.s.RunCancel(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("RunCancel(unknown) = %v, want ErrNotFound", err)
+		}
+	})
+}

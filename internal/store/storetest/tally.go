@@ -1,0 +1,126 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/retention-dev/retention-operator/internal/store"
+)
+
+// addTallies sums tallies.
+func addTallies(ts ...*store.RunTally) *store.RunTally {
+	out := &store.RunTally{Groups: map[store.TargetGroup]*store.GroupTally{}}
+	for _, t := range ts {
+		for g, gt := range t.Groups {
+			o := out.Groups[g]
+			if o == nil {
+				o = &store.GroupTally{ByState: map[store.TargetState]int64{}, SkippedByReason: map[string]int64{}}
+				out.Groups[g] = o
+			}
+			o.Total += gt.Total
+			o.Converted += gt.Converted
+			for k, v := range gt.ByState {
+				o.ByState[k] += v
+			}
+			for k, v := range gt.SkippedByReason {
+				o.SkippedByReason[k] += v
+			}
+		}
+	}
+	return out
+}
+
+func campaignTally(e *env, uid string) *store.RunTally {
+	e.t.Helper()
+	t, err := e.s.CampaignTally(e.ctx, uid)
+	if err != nil {
+		e.t.Fatalf("CampaignTally(%s): %v", uid, err)
+	}
+	return t
+}
+
+func exerciseTally(ctx context.Context, t *testing.T, d *Driver) {
+	t.Run("CampaignTallySurvivesRunDelete", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(ctx, t, d)
+		sn := writeSnapshot(e, e.s, "ns/src", 0, 30)
+		applySegment(e, "ns/first", sn.ID, cids(0, 20))
+		applySegment(e, "ns/second", sn.ID, cids(10, 30))
+		applySegment(e, "ns/vip", sn.ID, cids(15, 17))
+		if err := e.s.OptOutAdd(ctx, &store.OptOutAddParams{Channel: "ns/email", CustomerID: cid(3)}); err != nil {
+			t.Fatal(err)
+		}
+		pl := &planner{holdout: func(i int) bool { return i%5 == 0 }}
+		createCampaignRun(e, e.s, runSpec{id: "r1", campaignUID: "uid-c", channel: "ns/email", segment: "ns/first", snapshot: sn.ID})
+		createCampaignRun(e, e.s, runSpec{id: "r2", campaignUID: "uid-c", channel: "ns/email", segment: "ns/second", snapshot: sn.ID})
+		createCampaignRun(e, e.s, runSpec{id: "other", campaignUID: "uid-d", channel: "ns/email", segment: "ns/first", snapshot: sn.ID})
+		materialize(e, e.s, &store.RunMaterializeParams{RunID: "r1", Plan: pl.plan, SuppressSegments: []string{"ns/vip"}})
+		materialize(e, e.s, &store.RunMaterializeParams{RunID: "r2", Plan: pl.plan, MaxPerRun: 12})
+		materialize(e, e.s, &store.RunMaterializeParams{RunID: "other", Plan: pl.plan})
+		// Some sending and conversions in r1.
+		claimed := claimAll(e, "r1", "w")
+		e.s.TargetSetSent(ctx, &store.TargetSetSentParams{RunID: "r1", CustomerIDs: targetIDs(claimed)[:6], Token: "w"})
+		ref := e.clock.Now()
+		if ok, err := e.s.RunSetPhase(ctx, &store.RunSetPhaseParams{RunID: "r1", From: []store.RunPhase{store.PhaseMaterialized}, To: store.PhaseSending, ReferenceAt: ref}); err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+		if _, err := e.s.ConversionRecord(ctx, &store.ConversionRecordParams{RunID: "r1", Conversions: []store.Conversion{
+			{CustomerID: cid(1), At: ref.Add(time.Hour)}, {CustomerID: cid(5), At: ref.Add(time.Hour)}, {CustomerID: cid(7), At: ref.Add(2 * time.Hour)},
+		}}); err != nil {
+			t.Fatal(err)
+		}
+
+		want := addTallies(tally(e, "r1"), tally(e, "r2"))
+		if got := campaignTally(e, "uid-c"); !reflect.DeepEqual(got, want) {
+			t.Fatalf("CampaignTally = %+v, want the sum of its runs %+v", got, want)
+		}
+		if want.Groups[store.GroupExcluded] == nil || want.Groups[store.GroupHoldout].Converted != 1 || want.Groups[store.GroupTreatment].Converted != 2 {
+			t.Fatalf("the test's runs do not cover exclusions and conversions: %+v", want)
+		}
+		otherBefore := campaignTally(e, "uid-d")
+		ledgerBefore := contacts(e, e.s, "ns/email", Epoch, cids(0, 30))
+		groupsBefore, err := e.s.HoldoutGet(ctx, "uid-c", cids(0, 30))
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		for _, r := range []string{"r1", "r1", "r2"} { // deleting twice folds once
+			if err := e.s.RunDelete(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+			if got := campaignTally(e, "uid-c"); !reflect.DeepEqual(got, want) {
+				t.Errorf("after deleting %s: CampaignTally = %+v, want %+v", r, got, want)
+			}
+		}
+		if _, err := e.s.RunTally(ctx, "r1"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("RunTally of a deleted run = %v", err)
+		}
+		if got := campaignTally(e, "uid-d"); !reflect.DeepEqual(got, otherBefore) {
+			t.Errorf("another campaign's tally changed: %+v, want %+v", got, otherBefore)
+		}
+		if got := contacts(e, e.s, "ns/email", Epoch, cids(0, 30)); !reflect.DeepEqual(got, ledgerBefore) {
+			t.Errorf("ledger after RunDelete = %v, want %v", got, ledgerBefore)
+		}
+		if got, err := e.s.HoldoutGet(ctx, "uid-c", cids(0, 30)); err != nil || !reflect.DeepEqual(got, groupsBefore) {
+			t.Errorf("assignments after RunDelete = %v, %v; want %v", got, err, groupsBefore)
+		}
+		if got, err := e.s.OptOutFilter(ctx, "ns/email", cids(0, 30)); err != nil || !reflect.DeepEqual(got, map[string]bool{cid(3): true}) {
+			t.Errorf("opt-outs after RunDelete = %v, %v", got, err)
+		}
+		// A new run of the campaign adds to the folded tally.
+		createCampaignRun(e, e.s, runSpec{id: "r3", campaignUID: "uid-c", channel: "ns/email", segment: "ns/first", snapshot: sn.ID})
+		materialize(e, e.s, &store.RunMaterializeParams{RunID: "r3", Plan: pl.plan})
+		if got, want := campaignTally(e, "uid-c"), addTallies(want, tally(e, "r3")); !reflect.DeepEqual(got, want) {
+			t.Errorf("with a new run: %+v, want %+v", got, want)
+		}
+		if got := campaignTally(e, "uid-unknown"); len(got.Groups) != 0 {
+			t.Errorf("unknown campaign tally = %+v", got)
+		}
+		if _, err := e.s.CampaignTally(ctx, ""); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("CampaignTally without uid = %v, want ErrInvalid", err)
+		}
+	})
+}
