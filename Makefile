@@ -80,7 +80,7 @@ uninstall: ## Remove the CRDs (and every object of these kinds).
 .PHONY: deploy
 deploy: ## Deploy the operator with image IMG.
 	cd config/manager && $(KUBECTL) kustomize . >/dev/null
-	$(KUBECTL) kustomize config/default | sed 's|image: controller:latest|image: $(IMG)|' | $(KUBECTL) apply --server-side -f -
+	$(KUBECTL) kustomize config/default | sed 's|controller:latest|$(IMG)|g' | $(KUBECTL) apply --server-side -f -
 
 .PHONY: undeploy
 undeploy: ## Remove the operator.

@@ -89,6 +89,12 @@ func runManager(args []string) int {
 	probeAddr := fs.String("health-probe-bind-address", ":8081", "address the health probes bind to")
 	leaderElect := fs.Bool("leader-elect", false, "elect a leader so that only one replica reconciles at a time")
 	storeURL := fs.String("store", "sqlite://retention.db", "the data-plane store: sqlite://PATH (embedded, for local runs; a relative path is in the working directory) or postgres://USER:PASSWORD@HOST:PORT/DB")
+	var runner controllers.RunnerConfig
+	fs.StringVar(&runner.JobsNamespace, "jobs-namespace", operatorNamespace(), "namespace of the outreach Jobs and their credential Secrets (default: the operator's own, from $POD_NAMESPACE or the service account)")
+	fs.StringVar(&runner.Image, "runner-image", envOr("RETENTION_RUNNER_IMAGE", "retention-operator:dev"), "image of the outreach Jobs' pods: the operator's own image")
+	fs.StringVar(&runner.StoreSecretName, "store-secret", "retention-store", "Secret in the jobs namespace whose key --store-secret-key holds the store URL for the Jobs' pods")
+	fs.StringVar(&runner.StoreSecretKey, "store-secret-key", "dsn", "key of --store-secret that holds the store URL")
+	fs.BoolVar(&runner.LocalProcesses, "jobs-local-processes", false, "the Jobs' pods run as processes on this machine (the local harness and demo): give them the store URL as a literal, so they may share a SQLite file")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -119,7 +125,7 @@ func runManager(args []string) int {
 		log.Error(err, "registering metrics")
 		return 1
 	}
-	if err := setupReconcilers(mgr, stores, m); err != nil {
+	if err := setupReconcilers(mgr, stores, m, runner); err != nil {
 		log.Error(err, "setting up reconcilers")
 		return 1
 	}
@@ -140,15 +146,15 @@ func runManager(args []string) int {
 }
 
 // setupReconcilers registers one reconciler per kind.
-func setupReconcilers(mgr ctrl.Manager, stores *controllers.StoreProvider, m *metrics.Metrics) error {
+func setupReconcilers(mgr ctrl.Manager, stores *controllers.StoreProvider, m *metrics.Metrics, runner controllers.RunnerConfig) error {
 	rec := mgr.GetEventRecorder("retention-operator")
 	clock := controllers.RealClock{}
 	steps := []interface{ SetupWithManager(ctrl.Manager) error }{
 		&controllers.CustomerSourceReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: clock, Stores: stores, Metrics: m},
 		&controllers.ChannelReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec},
 		&controllers.SegmentReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock, Stores: stores, Metrics: m},
-		&controllers.CampaignReconciler{Client: mgr.GetClient(), Recorder: rec},
-		&controllers.CampaignRunReconciler{Client: mgr.GetClient(), Recorder: rec},
+		&controllers.CampaignReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock, Stores: stores},
+		&controllers.CampaignRunReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: clock, Stores: stores, Runner: runner},
 	}
 	for _, s := range steps {
 		if err := s.SetupWithManager(mgr); err != nil {
@@ -156,4 +162,25 @@ func setupReconcilers(mgr ctrl.Manager, stores *controllers.StoreProvider, m *me
 		}
 	}
 	return nil
+}
+
+// operatorNamespace is the namespace the operator runs in: $POD_NAMESPACE
+// (the Deployment sets it from the downward API), else the service
+// account's namespace file, else "default" (a local run).
+func operatorNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b))
+	}
+	return "default"
+}
+
+// envOr returns the environment variable, or def when it is unset.
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }

@@ -2,57 +2,370 @@ package controllers
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+	"github.com/retention-dev/retention-operator/internal/store"
 )
 
-// CampaignRunReconciler drives a CampaignRun through its phases.
+// runFinalizer folds a deleted run's counts into its campaign's tally in
+// the store and removes its Job and Secret from the jobs namespace (owner
+// references cannot cross namespaces).
+const runFinalizer = "retention.dev/run"
+
+// maxFollowUpJobs bounds how often a run launches a Job again for shards
+// a finished Job left unfinished (a pod died mid-shard).
+const maxFollowUpJobs = 3
+
+// sendingRefresh is how often delivery counts are re-read while a Job
+// sends; Job events bring the run back sooner.
+const sendingRefresh = time.Minute
+
+// CampaignRunReconciler drives a CampaignRun through its phases:
+// Pending → Materializing → Sending → Measuring → Succeeded, or Failed, or
+// Cancelled.
 type CampaignRunReconciler struct {
 	client.Client
-	Recorder   EventRecorder
+	// APIReader reads the channel's Secrets uncached.
+	APIReader client.Reader
+	Recorder  EventRecorder
+	Clock     Clock
+	// RetryAfter bounds the wait before looking again for a missing
+	// dependency that no watch reports. If zero, 5m.
 	RetryAfter time.Duration
+	// Stores opens the store the audience is materialized in.
+	Stores *StoreProvider
+	// Runner says how outreach Jobs are made.
+	Runner RunnerConfig
 }
 
-// +kubebuilder:rbac:groups=retention.dev,resources=campaignruns,verbs=get;list;watch
+// +kubebuilder:rbac:groups=retention.dev,resources=campaignruns,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=retention.dev,resources=campaignruns/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=retention.dev,resources=campaignruns/finalizers,verbs=update
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete;deletecollection
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete;deletecollection
 
-// Reconcile resolves the run's campaign.
+// Reconcile moves the run one phase forward, or refreshes its counts.
 func (r *CampaignRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var run retentionv1.CampaignRun
 	if err := r.Get(ctx, req.NamespacedName, &run); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	if !run.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.finalize(ctx, &run)
+	}
+	if err := ensureRunMetadata(ctx, r.Client, &run); err != nil {
+		return ctrl.Result{}, err
+	}
 	patcher := newStatusPatcher(r.Client, &run)
+	now := r.Clock.Now()
 	if run.Status.Phase == "" {
 		run.Status.Phase = retentionv1.RunPending
 	}
-	key := types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.CampaignRef.Name}
-	err := getReference(ctx, r.Client, key, &retentionv1.Campaign{}, "campaign", retentionv1.ReasonCampaignNotFound)
-	if err == nil {
-		err = notImplemented("audience materialisation and outreach")
+	before := run.Status.Phase
+	msg, next, err := r.step(ctx, &run, now)
+	if run.Status.Phase != before && r.Recorder != nil {
+		r.Recorder.Eventf(&run, nil, "Normal", string(run.Status.Phase), "Phase", "phase %s → %s", before, run.Status.Phase)
 	}
-	return patcher.finish(ctx, r.Recorder, &run, err, "run succeeded", r.RetryAfter)
+	if run.Status.Phase.Finished() && run.Status.CompletionTime == nil {
+		run.Status.CompletionTime = &metav1.Time{Time: now}
+	}
+	q := requeue{Retry: r.RetryAfter}
+	if !next.IsZero() {
+		q.Next = max(next.Sub(now), time.Second)
+	}
+	return patcher.finish(ctx, r.Recorder, &run, err, msg, q)
+}
+
+// ensureRunMetadata adds the finalizer and the campaign label (a run made
+// by hand lacks it; the campaign lists its runs by it) in one patch.
+func ensureRunMetadata(ctx context.Context, c client.Client, run *retentionv1.CampaignRun) error {
+	if controllerutil.ContainsFinalizer(run, runFinalizer) && run.Labels[labelCampaign] == run.Spec.CampaignRef.Name {
+		return nil
+	}
+	patch := client.MergeFrom(run.DeepCopy())
+	controllerutil.AddFinalizer(run, runFinalizer)
+	if run.Labels == nil {
+		run.Labels = map[string]string{}
+	}
+	run.Labels[labelCampaign] = run.Spec.CampaignRef.Name
+	if err := c.Patch(ctx, run, patch); err != nil {
+		return fmt.Errorf("adding finalizer and labels: %w", err)
+	}
+	return nil
+}
+
+// step runs the work of the run's phase. It returns the Ready message
+// (when the run succeeded), when to look again, and the outcome: a
+// progressError while the run works, a stalledError when it failed.
+func (r *CampaignRunReconciler) step(ctx context.Context, run *retentionv1.CampaignRun, now time.Time) (string, time.Time, error) {
+	switch run.Status.Phase {
+	case retentionv1.RunSucceeded:
+		return succeededMessage(run), time.Time{}, nil
+	case retentionv1.RunFailed:
+		return "", time.Time{}, failedOutcome(run)
+	case retentionv1.RunCancelled:
+		return "", time.Time{}, cancelledOutcome(run)
+	}
+	var c retentionv1.Campaign
+	key := types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.CampaignRef.Name}
+	if err := getReference(ctx, r.Client, key, &c, "campaign", retentionv1.ReasonCampaignNotFound); err != nil {
+		return "", time.Time{}, err
+	}
+	st, err := r.Stores.Get(ctx)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	if by := run.Annotations[cancelAnnotation]; by != "" && run.Status.Phase.Active() {
+		return "", time.Time{}, r.cancel(ctx, st, run, by)
+	}
+	switch run.Status.Phase {
+	case retentionv1.RunPending, retentionv1.RunMaterializing:
+		return r.materialize(ctx, st, run, &c, now)
+	case retentionv1.RunSending:
+		return r.track(ctx, st, run, now)
+	case retentionv1.RunMeasuring:
+		return r.measure(ctx, st, run, now)
+	}
+	return "", time.Time{}, fmt.Errorf("run %s is in an unknown phase %q", run.Name, run.Status.Phase)
+}
+
+// cancel ends an active run replaced by a newer one: its pending targets
+// are skipped with reason cancelled; targets a runner holds are sent and
+// recorded as usual (the Job is left to finish them).
+func (r *CampaignRunReconciler) cancel(ctx context.Context, st store.Store, run *retentionv1.CampaignRun, by string) error {
+	switch _, err := st.RunCancel(ctx, string(run.UID)); {
+	case errors.Is(err, store.ErrNotFound): // never materialized: nothing to skip
+	case err != nil:
+		return fmt.Errorf("cancelling run in the store: %w", err)
+	}
+	if err := r.refreshCounts(ctx, st, run); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	run.Status.Phase = retentionv1.RunCancelled
+	run.Annotations[cancelAnnotation] = by
+	return cancelledOutcome(run)
+}
+
+// track follows the outreach Job: delivery counts from the store; when the
+// Job has finished, a follow-up Job for unfinished shards, or Measuring.
+func (r *CampaignRunReconciler) track(ctx context.Context, st store.Store, run *retentionv1.CampaignRun, now time.Time) (string, time.Time, error) {
+	if err := r.refreshCounts(ctx, st, run); err != nil {
+		return "", time.Time{}, err
+	}
+	job, err := r.currentJob(ctx, run)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	if job == nil {
+		// The run is Sending but its Job is gone (deleted by hand, or the
+		// operator stopped between the phase change and the create).
+		if err := r.launch(ctx, st, run); err != nil {
+			return "", time.Time{}, err
+		}
+		return "", now.Add(sendingRefresh), sendingOutcome(run)
+	}
+	finished, failed := jobFinished(job)
+	if !finished {
+		return "", now.Add(sendingRefresh), sendingOutcome(run)
+	}
+	d := run.Status.Delivery
+	if d.Pending+d.InFlight > 0 {
+		if run.Status.FollowUpJobs >= maxFollowUpJobs {
+			run.Status.Phase = retentionv1.RunFailed
+			return "", time.Time{}, stalled(retentionv1.ReasonJobFailed,
+				"Job %s finished with %d targets unsent after %d follow-up Jobs", job.Name, d.Pending+d.InFlight, run.Status.FollowUpJobs)
+		}
+		run.Status.FollowUpJobs++
+		if err := r.launch(ctx, st, run); err != nil {
+			return "", time.Time{}, err
+		}
+		if r.Recorder != nil {
+			r.Recorder.Eventf(run, nil, "Warning", retentionv1.EventFollowUpJob, "Track",
+				"Job %s finished with %d targets unsent; launched follow-up Job %d", job.Name, d.Pending+d.InFlight, run.Status.FollowUpJobs)
+		}
+		return "", now.Add(sendingRefresh), sendingOutcome(run)
+	}
+	if failed && d.Sent == 0 && d.Failed > 0 {
+		run.Status.Phase = retentionv1.RunFailed
+		return "", time.Time{}, stalled(retentionv1.ReasonJobFailed, "Job %s failed: %d targets failed, none sent", job.Name, d.Failed)
+	}
+	if _, err := st.RunSetPhase(ctx, &store.RunSetPhaseParams{RunID: string(run.UID), To: store.PhaseMeasuring}); err != nil {
+		return "", time.Time{}, fmt.Errorf("recording the run's phase: %w", err)
+	}
+	run.Status.Phase = retentionv1.RunMeasuring
+	if r.Recorder != nil {
+		r.Recorder.Eventf(run, nil, "Normal", retentionv1.EventSent, "Track", "sent %d, failed %d, skipped %d", d.Sent, d.Failed, d.Skipped)
+	}
+	return r.measure(ctx, st, run, now)
+}
+
+// measure waits for the end of the conversion window. Conversion
+// measurement (per group, uplift) is not built in this version: a run
+// whose window has closed succeeds with its delivery figures, and says so.
+func (r *CampaignRunReconciler) measure(ctx context.Context, st store.Store, run *retentionv1.CampaignRun, now time.Time) (string, time.Time, error) {
+	if err := r.refreshCounts(ctx, st, run); err != nil {
+		return "", time.Time{}, err
+	}
+	if run.Status.WindowEndTime == nil || !now.Before(run.Status.WindowEndTime.Time) {
+		if _, err := st.RunSetPhase(ctx, &store.RunSetPhaseParams{RunID: string(run.UID), To: store.PhaseSucceeded}); err != nil {
+			return "", time.Time{}, fmt.Errorf("recording the run's phase: %w", err)
+		}
+		run.Status.Phase = retentionv1.RunSucceeded
+		return succeededMessage(run), time.Time{}, nil
+	}
+	end := run.Status.WindowEndTime.Time
+	return "", end, progressing(retentionv1.ReasonMeasuring, "sent %d; the conversion window closes at %s",
+		run.Status.Delivery.Sent, end.UTC().Format(time.RFC3339))
+}
+
+// refreshCounts reads the run's tally into status.
+func (r *CampaignRunReconciler) refreshCounts(ctx context.Context, st store.Store, run *retentionv1.CampaignRun) error {
+	tally, err := st.RunTally(ctx, string(run.UID))
+	if err != nil {
+		return fmt.Errorf("counting the run's targets: %w", err)
+	}
+	a := audienceCounts(tally)
+	d := deliveryCounts(tally)
+	run.Status.Audience, run.Status.Delivery = &a, &d
+	return nil
+}
+
+func succeededMessage(run *retentionv1.CampaignRun) string {
+	a := run.Status.Audience
+	if a == nil {
+		a = &retentionv1.AudienceCounts{}
+	}
+	if run.Status.DryRun {
+		return fmt.Sprintf("dry run: %d members, %d treatment, %d holdout, %d excluded; nothing sent",
+			a.Members, a.Treatment, a.Holdout, a.Members-a.Treatment-a.Holdout)
+	}
+	d := run.Status.Delivery
+	if d == nil {
+		d = &retentionv1.DeliveryCounts{}
+	}
+	return fmt.Sprintf("sent %d of %d treatment targets (%d failed), %d held out; conversions are not measured in this version",
+		d.Sent, a.Treatment, d.Failed, a.Holdout)
+}
+
+func sendingOutcome(run *retentionv1.CampaignRun) error {
+	d := run.Status.Delivery
+	return progressing(retentionv1.ReasonSending, "sending: %d sent, %d pending, %d in flight, %d failed", d.Sent, d.Pending, d.InFlight, d.Failed)
+}
+
+func failedOutcome(run *retentionv1.CampaignRun) error {
+	if c := readyCondition(run); c != nil && c.Status == metav1.ConditionFalse {
+		return stalled(c.Reason, "%s", c.Message)
+	}
+	return stalled(retentionv1.ReasonJobFailed, "the run failed")
+}
+
+func cancelledOutcome(run *retentionv1.CampaignRun) error {
+	return &doneError{Reason: retentionv1.ReasonCancelled, Message: fmt.Sprintf("cancelled: replaced by run %s", run.Annotations[cancelAnnotation])}
+}
+
+func readyCondition(run *retentionv1.CampaignRun) *metav1.Condition {
+	for i := range run.Status.Conditions {
+		if run.Status.Conditions[i].Type == retentionv1.ConditionReady {
+			return &run.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+// audienceCounts reads the audience split out of a tally.
+func audienceCounts(t *store.RunTally) retentionv1.AudienceCounts {
+	var a retentionv1.AudienceCounts
+	for grp, g := range t.Groups {
+		a.Members += g.Total
+		switch grp {
+		case store.GroupTreatment:
+			a.Treatment = g.Total
+		case store.GroupHoldout:
+			a.Holdout = g.Total
+		case store.GroupExcluded:
+			a.Unreachable = g.SkippedByReason[store.ReasonUnreachable]
+			a.OptedOut = g.SkippedByReason[store.ReasonOptedOut]
+			a.Suppressed = g.SkippedByReason[store.ReasonSuppressed]
+			a.Capped = g.SkippedByReason[store.ReasonCapped]
+			a.OverMax = g.SkippedByReason[store.ReasonOverMax]
+		}
+	}
+	return a
+}
+
+// deliveryCounts reads the treatment targets' delivery out of a tally.
+func deliveryCounts(t *store.RunTally) retentionv1.DeliveryCounts {
+	g := t.Groups[store.GroupTreatment]
+	if g == nil {
+		return retentionv1.DeliveryCounts{}
+	}
+	return retentionv1.DeliveryCounts{
+		Pending:  g.ByState[store.StatePending],
+		InFlight: g.ByState[store.StateClaimed],
+		Sent:     g.ByState[store.StateSent],
+		Failed:   g.ByState[store.StateFailed],
+		Skipped:  g.ByState[store.StateSkipped],
+	}
+}
+
+// finalize removes the run's Job and Secret, folds its counts into the
+// campaign's tally (store.RunDelete), then lets the run go.
+func (r *CampaignRunReconciler) finalize(ctx context.Context, run *retentionv1.CampaignRun) error {
+	if err := r.deleteJobs(ctx, run); err != nil {
+		return err
+	}
+	return releaseFinalizer(ctx, r.Client, r.Stores, run, runFinalizer, func(st store.Store) error {
+		if err := st.RunDelete(ctx, string(run.UID)); err != nil {
+			return fmt.Errorf("deleting the run from the store: %w", err)
+		}
+		return nil
+	})
 }
 
 // SetupWithManager registers the reconciler; a Campaign's change
-// re-reconciles its runs.
+// re-reconciles its runs, and a Job's change its run (found by label, as
+// the Job lives in the jobs namespace).
 func (r *CampaignRunReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Clock == nil {
+		r.Clock = RealClock{}
+	}
+	if r.Stores == nil {
+		return errors.New("campaign run reconciler needs a store")
+	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &retentionv1.CampaignRun{}, indexCampaignRef,
 		func(o client.Object) []string { return []string{o.(*retentionv1.CampaignRun).Spec.CampaignRef.Name} }); err != nil {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&retentionv1.CampaignRun{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&retentionv1.CampaignRun{}, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deletionPredicate()))).
 		Watches(&retentionv1.Campaign{}, handler.EnqueueRequestsFromMapFunc(
 			referrers(r.Client, func() client.ObjectList { return &retentionv1.CampaignRunList{} }, indexCampaignRef))).
+		Watches(&batchv1.Job{}, handler.EnqueueRequestsFromMapFunc(runOfJob)).
 		Named("campaignrun").
 		Complete(r)
+}
+
+// runOfJob maps an outreach Job to its run through the Job's labels.
+func runOfJob(_ context.Context, o client.Object) []reconcile.Request {
+	l := o.GetLabels()
+	ns, name := l[labelRunNamespace], l[labelRunName]
+	if ns == "" || name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}}
 }

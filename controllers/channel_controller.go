@@ -39,7 +39,7 @@ func (r *ChannelReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 	patcher := newStatusPatcher(r.Client, &ch)
 	err := r.resolveSecrets(ctx, &ch)
-	return patcher.finish(ctx, r.Recorder, &ch, err, "configuration and Secrets resolve", r.RetryAfter)
+	return patcher.finish(ctx, r.Recorder, &ch, err, "configuration and Secrets resolve", requeue{Retry: r.RetryAfter})
 }
 
 // resolveSecrets reads every Secret key the channel needs.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/retention-dev/retention-operator/internal/clock"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -22,15 +23,10 @@ import (
 
 // Clock tells the time. Reconcilers take every "now" from it so tests can
 // drive time, as in the kubebuilder CronJob tutorial.
-type Clock interface {
-	Now() time.Time
-}
+type Clock = clock.Clock
 
 // RealClock is the wall clock.
-type RealClock struct{}
-
-// Now returns the current time.
-func (RealClock) Now() time.Time { return time.Now() }
+type RealClock = clock.Real
 
 // EventRecorder records Events about an object (events.k8s.io/v1 shape).
 type EventRecorder interface {
@@ -56,6 +52,30 @@ type stalledError struct {
 }
 
 func (e *stalledError) Error() string { return e.Message }
+
+// progressError is work under way (a run materializing, sending or
+// measuring): Ready=False with the phase as reason, Reconciling=True (kstatus),
+// and a requeue at the time the work needs looking at again.
+type progressError struct {
+	Reason  string
+	Message string
+}
+
+func (e *progressError) Error() string { return e.Message }
+
+// doneError is a final state that is not success and not a fault (a run
+// cancelled by a newer one): Ready=False with the reason, neither
+// Reconciling nor Stalled, and no retry.
+type doneError struct {
+	Reason  string
+	Message string
+}
+
+func (e *doneError) Error() string { return e.Message }
+
+func progressing(reason, format string, args ...any) error {
+	return &progressError{Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
 
 func waiting(reason, format string, args ...any) error {
 	return &waitingError{Reason: reason, Message: fmt.Sprintf(format, args...)}
@@ -90,9 +110,21 @@ func markReady(obj conditionsHolder, err error, okReason, okMessage string) {
 	obj.SetObservedGeneration(obj.GetGeneration())
 	var w *waitingError
 	var s *stalledError
+	var pr *progressError
+	var d *doneError
+	if !errors.As(err, &pr) {
+		meta.RemoveStatusCondition(obj.GetConditions(), retentionv1.ConditionReconciling)
+	}
 	switch {
 	case err == nil:
 		setCondition(obj, retentionv1.ConditionReady, metav1.ConditionTrue, okReason, okMessage)
+		meta.RemoveStatusCondition(obj.GetConditions(), retentionv1.ConditionStalled)
+	case errors.As(err, &d):
+		setCondition(obj, retentionv1.ConditionReady, metav1.ConditionFalse, d.Reason, d.Message)
+		meta.RemoveStatusCondition(obj.GetConditions(), retentionv1.ConditionStalled)
+	case pr != nil:
+		setCondition(obj, retentionv1.ConditionReady, metav1.ConditionFalse, pr.Reason, pr.Message)
+		setCondition(obj, retentionv1.ConditionReconciling, metav1.ConditionTrue, pr.Reason, pr.Message)
 		meta.RemoveStatusCondition(obj.GetConditions(), retentionv1.ConditionStalled)
 	case errors.As(err, &s):
 		setCondition(obj, retentionv1.ConditionReady, metav1.ConditionFalse, s.Reason, s.Message)
@@ -122,16 +154,30 @@ func newStatusPatcher(c client.Client, obj conditionsHolder) *statusPatcher {
 	return &statusPatcher{client: c, before: obj.DeepCopyObject().(conditionsHolder)}
 }
 
-// finish ends a reconciliation whose steps returned err: it sets Ready
-// (okMessage when err is nil), records an Event if Ready changed, patches
-// the status and turns err into a result (see requeueFor).
-func (p *statusPatcher) finish(ctx context.Context, rec EventRecorder, obj conditionsHolder, err error, okMessage string, retry time.Duration) (reconcile.Result, error) {
+// requeue says when a reconcile wants to run again.
+type requeue struct {
+	// Retry is the wait after a waiting error (a missing dependency that no
+	// watch reports). If zero, retryAfter's default.
+	Retry time.Duration
+	// Next, when above zero, brings the object back after a success or
+	// while work progresses: a campaign's next slot, a run's window end, a
+	// source's next refresh. Zero: only watches bring it back.
+	Next time.Duration
+}
+
+// finish is the one way a reconcile ends: it sets Ready from err (okMessage
+// when err is nil) and Reconciling/Stalled per kstatus, records an Event if
+// Ready changed, patches the status when it changed, and turns err into a
+// result: stalled is not retried, waiting retries after q.Retry, progress
+// and success come back after q.Next, anything else is returned so
+// controller-runtime backs off.
+func (p *statusPatcher) finish(ctx context.Context, rec EventRecorder, obj conditionsHolder, err error, okMessage string, q requeue) (reconcile.Result, error) {
 	markReady(obj, err, retentionv1.ReasonSucceeded, okMessage)
 	eventForTransition(rec, obj, *p.before.GetConditions())
 	if perr := p.Patch(ctx, obj); perr != nil {
 		return reconcile.Result{}, perr
 	}
-	return requeueFor(err, retryAfter(retry))
+	return requeueFor(err, q)
 }
 
 // getReference reads a referenced object of this API; a missing one is a
@@ -188,18 +234,20 @@ func eventForTransition(rec EventRecorder, obj conditionsHolder, before []metav1
 
 // requeueFor turns a reconciliation error into a result: a stalled spec is
 // not retried (a spec change brings it back), a missing dependency waits for
-// its watch or retries after a while, anything else is returned so
-// controller-runtime backs off.
-func requeueFor(err error, wait time.Duration) (reconcile.Result, error) {
+// its watch or retries after q.Retry, success and progress come back after
+// q.Next (if set), anything else is returned so controller-runtime backs off.
+func requeueFor(err error, q requeue) (reconcile.Result, error) {
 	var w *waitingError
 	var s *stalledError
+	var pr *progressError
+	var d *doneError
 	switch {
-	case err == nil:
-		return reconcile.Result{}, nil
-	case errors.As(err, &s):
+	case err == nil, errors.As(err, &pr):
+		return reconcile.Result{RequeueAfter: max(q.Next, 0)}, nil
+	case errors.As(err, &s), errors.As(err, &d):
 		return reconcile.Result{}, nil
 	case errors.As(err, &w):
-		return reconcile.Result{RequeueAfter: wait}, nil
+		return reconcile.Result{RequeueAfter: retryAfter(q.Retry)}, nil
 	default:
 		return reconcile.Result{}, err
 	}

@@ -93,9 +93,7 @@ func (r *CustomerSourceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if err == nil {
 		cs.Status.InputRevision = revision
 	}
-	// 4. Record the outcome.
-	markReady(&cs, err, retentionv1.ReasonSucceeded, msg)
-	meta.RemoveStatusCondition(&cs.Status.Conditions, retentionv1.ConditionReconciling)
+	// 4. Record the outcome; come back at the next refresh (or the backoff).
 	interval := durationOr(cs.Spec.RefreshInterval, time.Hour)
 	next := now.Add(interval)
 	if err != nil {
@@ -103,19 +101,7 @@ func (r *CustomerSourceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		r.countScoring(&cs, "failure")
 	}
 	cs.Status.NextScoredTime = &metav1.Time{Time: next}
-	eventForTransition(r.Recorder, &cs, *patcher.before.GetConditions())
-	if perr := patcher.Patch(ctx, &cs); perr != nil {
-		return ctrl.Result{}, perr
-	}
-	var w *waitingError
-	var s *stalledError
-	switch {
-	case errors.As(err, &s):
-		return ctrl.Result{}, nil
-	case err != nil && !errors.As(err, &w):
-		return ctrl.Result{}, err
-	}
-	return ctrl.Result{RequeueAfter: next.Sub(now)}, nil
+	return patcher.finish(ctx, r.Recorder, &cs, err, msg, requeue{Retry: next.Sub(now), Next: next.Sub(now)})
 }
 
 // due reports whether the source should be scored now, or how long to wait.

@@ -209,6 +209,16 @@ func TestSegmentAndCampaignFollowReferences(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The channel needs no Secret, so it becomes Ready and the campaign's
-	// references all resolve; campaigns do not send yet, so it must not claim Ready.
-	eventually(t, waitFor, readyIs(camp, campConds, metav1.ConditionFalse, retentionv1.ReasonNotImplemented, "campaign scheduling"))
+	// references all resolve; an email channel needs a subject, which the
+	// message lacks: stalled until the spec changes.
+	eventually(t, waitFor, readyIs(camp, campConds, metav1.ConditionFalse, retentionv1.ReasonInvalidTemplate, "subject"))
+	patch := client.MergeFrom(camp.DeepCopy())
+	camp.Spec.Message.Subject = "We miss you"
+	if err := k8sClient.Patch(ctx, camp, patch); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, readyIs(camp, campConds, metav1.ConditionTrue, retentionv1.ReasonSucceeded, "next run at"))
+	if camp.Status.NextScheduleTime == nil || !camp.Status.NextScheduleTime.After(suiteClock.Now()) {
+		t.Fatalf("nextScheduleTime = %v, want after %v", camp.Status.NextScheduleTime, suiteClock.Now())
+	}
 }

@@ -64,7 +64,7 @@ func (r *SegmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err != nil && r.Metrics != nil {
 		r.Metrics.SegmentEvaluationTotal.WithLabelValues(seg.Namespace, seg.Name, "failure").Inc()
 	}
-	return patcher.finish(ctx, r.Recorder, &seg, err, msg, r.RetryAfter)
+	return patcher.finish(ctx, r.Recorder, &seg, err, msg, requeue{Retry: r.RetryAfter})
 }
 
 // evaluate runs the steps: source, rule, membership. It returns the Ready message.

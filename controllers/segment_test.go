@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
@@ -199,4 +200,63 @@ func TestSegmentMembership(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestSegmentEmptyShowsZero: a Segment evaluated with no members has
+// status.size 0 — present in the stored object, so `kubectl get` shows
+// SIZE 0 — and entered and exited 0; its source's zero counts
+// (rejectedRows here) are present too.
+func TestSegmentEmptyShowsZero(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "data"},
+		Data: map[string]string{"transactions.csv": string(transactionsCSV(200, 3))}}
+	if err := k8sClient.Create(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	cs := newCSVSource(ns, "shop", "data", nil)
+	if err := k8sClient.Create(ctx, cs); err != nil {
+		t.Fatal(err)
+	}
+	seg := &retentionv1.Segment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "nobody"},
+		Spec: retentionv1.SegmentSpec{SourceRef: retentionv1.LocalObjectReference{Name: "shop"}, Rule: "customer.frequency < 0"}}
+	if err := k8sClient.Create(ctx, seg); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, readyIs(cs, func() []metav1.Condition { return cs.Status.Conditions }, metav1.ConditionTrue, retentionv1.ReasonSucceeded, "scored"))
+	eventually(t, waitFor, func() error {
+		if err := readyIs(seg, func() []metav1.Condition { return seg.Status.Conditions }, metav1.ConditionTrue, retentionv1.ReasonSucceeded, "0 members")(); err != nil {
+			return err
+		}
+		if seg.Status.SnapshotID != cs.Status.SnapshotID {
+			return fmt.Errorf("segment on snapshot %d, want %d", seg.Status.SnapshotID, cs.Status.SnapshotID)
+		}
+		return nil
+	})
+
+	// Read the stored objects as JSON, not into the Go types, whose zero
+	// values would hide a missing field.
+	stored := func(obj client.Object, kind string) map[string]any {
+		t.Helper()
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(retentionv1.GroupVersion.WithKind(kind))
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), u); err != nil {
+			t.Fatal(err)
+		}
+		return u.Object
+	}
+	segObj := stored(seg, "Segment")
+	for _, f := range []string{"size", "entered", "exited"} {
+		v, found, err := unstructured.NestedFieldNoCopy(segObj, "status", f)
+		if err != nil || !found || v != int64(0) {
+			t.Errorf("segment status.%s = %v (%T, present %v, %v), want 0 present", f, v, v, found, err)
+		}
+	}
+	csObj := stored(cs, "CustomerSource")
+	for f, want := range map[string]int64{"rejectedRows": 0, "customers": 200} {
+		v, found, err := unstructured.NestedFieldNoCopy(csObj, "status", f)
+		if err != nil || !found || v != want {
+			t.Errorf("customersource status.%s = %v (%T, present %v, %v), want %d present", f, v, v, found, err, want)
+		}
+	}
 }

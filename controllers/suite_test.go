@@ -25,6 +25,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+	"github.com/retention-dev/retention-operator/internal/clock"
 	"github.com/retention-dev/retention-operator/internal/store"
 	_ "github.com/retention-dev/retention-operator/internal/store/postgres"
 	_ "github.com/retention-dev/retention-operator/internal/store/sqlite"
@@ -41,7 +42,14 @@ var (
 	testScheme  = runtime.NewScheme()
 	k8sClient   client.Client
 	restConfig  *rest.Config
+	// suiteClock drives the suite's Campaign and CampaignRun reconcilers:
+	// it starts at the real time and tests move it forward (a conversion
+	// window's end, a schedule's next slot).
+	suiteClock = clock.NewFake(time.Now())
 )
+
+// suiteJobsNamespace is where the suite's runs make their Jobs.
+const suiteJobsNamespace = "retention-jobs"
 
 func TestMain(m *testing.M) {
 	os.Exit(runSuite(m))
@@ -111,6 +119,12 @@ func runSuite(m *testing.M) int {
 			fmt.Fprintf(os.Stderr, "manager: %v\n", err)
 		}
 	}()
+	if err := k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: suiteJobsNamespace}}); err != nil {
+		fmt.Fprintf(os.Stderr, "creating the jobs namespace: %v\n", err)
+		cancel()
+		<-done
+		return 1
+	}
 	code := m.Run()
 	cancel()
 	<-done
@@ -133,8 +147,9 @@ func setupTestReconcilers(mgr ctrl.Manager) error {
 		&CustomerSourceReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, RetryAfter: retry, Stores: suiteStores},
 		&ChannelReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, RetryAfter: retry},
 		&SegmentReconciler{Client: mgr.GetClient(), Recorder: rec, RetryAfter: retry, Stores: suiteStores},
-		&CampaignReconciler{Client: mgr.GetClient(), Recorder: rec, RetryAfter: retry},
-		&CampaignRunReconciler{Client: mgr.GetClient(), Recorder: rec, RetryAfter: retry},
+		&CampaignReconciler{Client: mgr.GetClient(), Recorder: rec, RetryAfter: retry, Clock: suiteClock, Stores: suiteStores},
+		&CampaignRunReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, RetryAfter: retry,
+			Clock: suiteClock, Stores: suiteStores, Runner: suiteRunner},
 	} {
 		if err := s.SetupWithManager(mgr); err != nil {
 			return err
@@ -142,6 +157,10 @@ func setupTestReconcilers(mgr ctrl.Manager) error {
 	}
 	return nil
 }
+
+// suiteRunner is how the suite's runs make Jobs: the harness would run the
+// pods' commands on this machine, so they may share the SQLite store.
+var suiteRunner = RunnerConfig{Image: "retention-operator:test", JobsNamespace: suiteJobsNamespace, LocalProcesses: true}
 
 // newNamespace creates a namespace of its own for one test.
 func newNamespace(t *testing.T) string {

@@ -8,20 +8,28 @@ type TriggerType string
 
 const (
 	// TriggerOnEnter runs the campaign for the customers who entered the
-	// segment at its latest evaluation.
+	// segment since the last snapshot the campaign processed: one run per
+	// new segment snapshot that brought entries.
 	TriggerOnEnter TriggerType = "OnEnter"
 )
 
-// ConcurrencyPolicy says what happens when a run is due while another runs.
+// ConcurrencyPolicy says what happens when a run is due while another is
+// active. A run is active while Pending, Materializing or Sending — not
+// while Measuring, so a daily campaign is not blocked for its conversion
+// window.
 // +kubebuilder:validation:Enum=Allow;Forbid;Replace
 type ConcurrencyPolicy string
 
 const (
 	// ConcurrencyAllow starts the new run beside the running one.
 	ConcurrencyAllow ConcurrencyPolicy = "Allow"
-	// ConcurrencyForbid skips the new run while one is running.
+	// ConcurrencyForbid skips the new run while one is active (counted in
+	// status.skippedRuns). For OnEnter, the entries wait for the next run
+	// instead: the cursor does not move, so no entrant is lost.
 	ConcurrencyForbid ConcurrencyPolicy = "Forbid"
-	// ConcurrencyReplace stops the running run and starts the new one.
+	// ConcurrencyReplace cancels the active run (its unclaimed targets are
+	// skipped with reason cancelled; sends in flight finish) and starts the
+	// new one.
 	ConcurrencyReplace ConcurrencyPolicy = "Replace"
 )
 
@@ -33,12 +41,14 @@ type MessageVariant struct {
 	// +required
 	Name string `json:"name"`
 
-	// weight of the variant relative to the others. If unset, this defaults to 1.
+	// weight of the variant relative to the others. If unset, this
+	// defaults to 1. 0 pauses the variant: no new customer is given it.
+	// Between 0 and 1000; at least one variant must have a weight above 0.
 	// +kubebuilder:default=1
-	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=1000
 	// +optional
-	Weight int32 `json:"weight,omitempty"`
+	Weight *int32 `json:"weight,omitempty"`
 
 	// subject template; if unset, the message's subject is used.
 	// +kubebuilder:validation:MaxLength=998
@@ -66,6 +76,7 @@ type Message struct {
 	Body string `json:"body"`
 
 	// variants split the audience by weight; each may override subject and body.
+	// +kubebuilder:validation:XValidation:rule="self.size() == 0 || self.exists(v, !has(v.weight) || v.weight > 0)",message="at least one variant must have a weight above 0"
 	// +listType=map
 	// +listMapKey=name
 	// +kubebuilder:validation:MaxItems=10
@@ -82,6 +93,8 @@ type FrequencyCap struct {
 	MaxContacts int32 `json:"maxContacts"`
 
 	// window over which contacts are counted, e.g. 168h for a week.
+	// Between 1m and 8760h (a year).
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('8760h')",message="window must be between 1m and 8760h"
 	// +required
 	Window metav1.Duration `json:"window"`
 }
@@ -97,13 +110,20 @@ type Suppression struct {
 	Segments []LocalObjectReference `json:"segments,omitempty"`
 
 	// optOutAttribute names a Bool attribute that, when true, suppresses
-	// the customer, in addition to the source's contact opt-out column.
+	// the customer, in addition to the source's contact opt-out column and
+	// the operator's opt-out list (one-click unsubscribes).
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	// +kubebuilder:validation:MaxLength=63
 	// +optional
 	OptOutAttribute string `json:"optOutAttribute,omitempty"`
 }
 
 // QuietHours is a daily window, in each customer's time zone, in which no
-// message is sent; messages wait until it ends.
+// message is sent; messages wait until it ends (they are deferred, never
+// dropped). A window may cross midnight (21:00 to 08:00). A customer
+// without a valid time zone gets the campaign's (counted in the run's
+// status).
+// +kubebuilder:validation:XValidation:rule="self.start != self.end",message="quietHours start and end must differ"
 type QuietHours struct {
 	// start of the quiet window, HH:MM (24h).
 	// +kubebuilder:validation:Pattern=`^([01][0-9]|2[0-3]):[0-5][0-9]$`
@@ -137,15 +157,30 @@ type CampaignSpec struct {
 	// Cannot be set if trigger is set.
 	// +kubebuilder:validation:MaxLength=128
 	// +kubebuilder:validation:XValidation:rule="self.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|@every [0-9]+(s|m|h)|[^ ]+ [^ ]+ [^ ]+ [^ ]+ [^ ]+)$')",message="schedule must be five cron fields (minute hour day-of-month month day-of-week) or a macro such as @daily"
-	// +kubebuilder:validation:XValidation:rule="self.startsWith('@') || self.split(' ').all(f, f.matches('^[0-9*/,?LW#A-Za-z-]+$'))",message="schedule fields may contain only digits, names, and * / , - ?"
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('@') || self.split(' ').all(f, f.matches('^[0-9*/,?A-Za-z-]+$'))",message="schedule fields may contain only digits, names, and * / , - ?"
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('@') || self.split(' ')[0].matches('^([*]|[0-5]?[0-9](-[0-5]?[0-9])?)(/[0-9]+)?(,([*]|[0-5]?[0-9](-[0-5]?[0-9])?)(/[0-9]+)?)*$')",message="the minute field must be 0-59, *, a range or a step"
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('@') || self.split(' ')[1].matches('^([*]|(1?[0-9]|2[0-3])(-(1?[0-9]|2[0-3]))?)(/[0-9]+)?(,([*]|(1?[0-9]|2[0-3])(-(1?[0-9]|2[0-3]))?)(/[0-9]+)?)*$')",message="the hour field must be 0-23, *, a range or a step"
+	// +kubebuilder:validation:XValidation:rule="!self.contains('TZ=')",message="set the time zone in timeZone, not in the schedule"
 	// +optional
 	Schedule string `json:"schedule,omitempty"`
 
-	// timeZone of the schedule, an IANA name such as Europe/Berlin. If unset,
-	// the operator's time zone (UTC in the shipped Deployment) is used.
+	// timeZone of the schedule, an IANA name such as Europe/Berlin. If
+	// unset, UTC. An unknown zone stalls the campaign (reason
+	// InvalidSchedule). Also the zone of quiet hours for customers without
+	// a valid zone of their own.
 	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[A-Za-z][A-Za-z0-9_+/-]*$`
 	// +optional
 	TimeZone *string `json:"timeZone,omitempty"`
+
+	// startingDeadlineSeconds is how late a scheduled run may still start,
+	// as in a CronJob: a slot missed by more (the operator was down, the
+	// campaign suspended) is skipped and counted in status.missedRuns. If
+	// unset, a missed slot starts however late; when more than 100 slots
+	// were missed, only the latest runs and an Event says so.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	StartingDeadlineSeconds *int64 `json:"startingDeadlineSeconds,omitempty"`
 
 	// trigger runs the campaign on an event instead of a schedule.
 	// Cannot be set if schedule is set.
@@ -174,43 +209,55 @@ type CampaignSpec struct {
 	// +optional
 	QuietHours *QuietHours `json:"quietHours,omitempty"`
 
-	// maxPerRun caps the number of customers contacted in one run.
-	// If unset, there is no cap.
+	// maxPerRun caps the eligible audience of one run (treatment and
+	// holdout together, before the split, so the groups stay comparable):
+	// the customers with the highest expected value are kept, the rest are
+	// excluded with reason over_max. If unset, there is no cap.
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	MaxPerRun *int32 `json:"maxPerRun,omitempty"`
 
-	// parallelism is the number of shards (Job completions) a run is split
-	// into. If unset, this defaults to 1. Between 1 and 64.
+	// parallelism is the number of shards a run is split into: the outreach
+	// Job's completions, and the pods that send at once. If unset, this
+	// defaults to 1. Between 1 and 64.
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=64
 	// +optional
 	Parallelism *int32 `json:"parallelism,omitempty"`
 
-	// conversionWindow after contact within which a purchase counts as a
-	// conversion. If unset, this defaults to 168h (7 days).
+	// conversionWindow after the run's start of sending within which a
+	// purchase counts as a conversion, for treatment and holdout alike. If
+	// unset, this defaults to 168h (7 days). Between 1h and 2160h (90 days).
 	// +kubebuilder:default="168h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h') && duration(self) <= duration('2160h')",message="conversionWindow must be between 1h and 2160h"
 	// +optional
 	ConversionWindow *metav1.Duration `json:"conversionWindow,omitempty"`
 
 	// concurrencyPolicy says what happens when a run is due while another
-	// is running. If unset, this defaults to Forbid.
+	// is active (Pending, Materializing or Sending). If unset, this defaults
+	// to Forbid. For OnEnter campaigns, Forbid defers the entrants to the
+	// next run after the active one, Replace cancels the active run, Allow
+	// runs both.
 	// +kubebuilder:default=Forbid
 	// +optional
 	ConcurrencyPolicy ConcurrencyPolicy `json:"concurrencyPolicy,omitempty"`
 
-	// successfulRunsHistoryLimit is how many finished runs are kept.
-	// If unset, this defaults to 3.
+	// successfulRunsHistoryLimit is how many succeeded (or cancelled) runs
+	// are kept as objects; the store keeps their counts in the campaign's
+	// totals, the contact ledger and the holdout assignments. If unset,
+	// this defaults to 3. Between 0 and 100.
 	// +kubebuilder:default=3
 	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
 	// +optional
 	SuccessfulRunsHistoryLimit *int32 `json:"successfulRunsHistoryLimit,omitempty"`
 
 	// failedRunsHistoryLimit is how many failed runs are kept.
-	// If unset, this defaults to 1.
+	// If unset, this defaults to 1. Between 0 and 100.
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
 	// +optional
 	FailedRunsHistoryLimit *int32 `json:"failedRunsHistoryLimit,omitempty"`
 
@@ -218,29 +265,22 @@ type CampaignSpec struct {
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
 
-	// dryRun materialises audiences and reports counts without sending.
+	// dryRun materialises each run's audience and reports every count
+	// (by exclusion reason, group and variant) without creating a Job or
+	// sending anything; a dry run writes no contact to the ledger.
 	// +optional
 	DryRun bool `json:"dryRun,omitempty"`
 }
 
-// CampaignTotals counts what a campaign's runs did.
+// CampaignTotals counts what every run of a campaign ever did: kept in the
+// store, so deleting runs (history limits) never changes them.
 type CampaignTotals struct {
-	// targeted customers (treatment and holdout).
-	Targeted int64 `json:"targeted"`
-	// sent messages.
-	Sent int64 `json:"sent"`
-	// failed messages (retries exhausted).
-	Failed int64 `json:"failed"`
-	// heldOut customers in the control group.
-	HeldOut int64 `json:"heldOut"`
-	// suppressed customers (segments, opt-out).
-	Suppressed int64 `json:"suppressed"`
-	// capped customers (frequency cap).
-	Capped int64 `json:"capped"`
-	// convertedTreatment customers who bought within the conversion window after contact.
-	ConvertedTreatment int64 `json:"convertedTreatment"`
-	// convertedHoldout customers in the control group who bought within the window.
-	ConvertedHoldout int64 `json:"convertedHoldout"`
+	// runs made.
+	Runs int64 `json:"runs"`
+	// audience counts summed over the runs.
+	AudienceCounts `json:",inline"`
+	// delivery counts summed over the runs.
+	DeliveryCounts `json:",inline"`
 }
 
 // CampaignStatus is the observed state of a Campaign.
@@ -255,27 +295,47 @@ type CampaignStatus struct {
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
-	// lastScheduleTime is when a run was last started.
+	// lastScheduleTime is the slot of the last run the campaign made.
 	// +optional
 	LastScheduleTime *metav1.Time `json:"lastScheduleTime,omitempty"`
+
+	// lastSuccessfulTime is when a run of the campaign last succeeded.
+	// +optional
+	LastSuccessfulTime *metav1.Time `json:"lastSuccessfulTime,omitempty"`
 
 	// nextScheduleTime is when the next run is due.
 	// +optional
 	NextScheduleTime *metav1.Time `json:"nextScheduleTime,omitempty"`
 
-	// active lists the runs in progress.
+	// active lists the runs that are Pending, Materializing or Sending.
 	// +listType=atomic
 	// +optional
 	Active []LocalObjectReference `json:"active,omitempty"`
 
-	// totals over the kept runs.
+	// missedRuns counts slots skipped because they were missed by more than
+	// startingDeadlineSeconds (or by the more than 100 slots rule).
+	// +kubebuilder:default=0
+	// +optional
+	MissedRuns int64 `json:"missedRuns"`
+
+	// skippedRuns counts slots skipped by concurrencyPolicy Forbid.
+	// +kubebuilder:default=0
+	// +optional
+	SkippedRuns int64 `json:"skippedRuns"`
+
+	// lastEnteredSnapshotID is the OnEnter cursor: the segment snapshot
+	// whose entrants the campaign has processed. The next run's audience
+	// is the customers who entered after it.
+	// +optional
+	LastEnteredSnapshotID int64 `json:"lastEnteredSnapshotID,omitempty"`
+
+	// totals over every run ever made.
 	// +optional
 	Totals *CampaignTotals `json:"totals,omitempty"`
 
-	// upliftPercent is the difference in conversion rate between treatment
-	// and holdout, in percentage points.
+	// uplift pooled over the campaign's runs (filled by measurement).
 	// +optional
-	UpliftPercent string `json:"upliftPercent,omitempty"`
+	Uplift *Uplift `json:"uplift,omitempty"`
 }
 
 // Campaign declares outreach to a segment through a channel.
@@ -288,7 +348,9 @@ type CampaignStatus struct {
 // +kubebuilder:printcolumn:name="Suspend",type=boolean,JSONPath=`.spec.suspend`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Sent",type=integer,JSONPath=`.status.totals.sent`
 // +kubebuilder:printcolumn:name="Last Schedule",type=date,JSONPath=`.status.lastScheduleTime`
+// +kubebuilder:printcolumn:name="Next Schedule",type=date,JSONPath=`.status.nextScheduleTime`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Campaign struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -73,4 +73,53 @@ const (
 	// ReasonNotImplemented: the references resolve but this version of the
 	// operator cannot yet do the object's work, so it does not claim Ready.
 	ReasonNotImplemented = "NotImplemented"
+	// ReasonInvalidSchedule: a Campaign's schedule or time zone cannot be
+	// parsed (stalled until the spec changes).
+	ReasonInvalidSchedule = "InvalidSchedule"
+	// ReasonInvalidTemplate: a message template does not parse, or the
+	// channel needs a subject the message lacks (stalled).
+	ReasonInvalidTemplate = "InvalidTemplate"
+	// ReasonSuspendedRuns: a Campaign is suspended: no new run starts.
+	ReasonSuspendedRuns = "Suspended"
+	// ReasonMaterializing: a run's audience is being written to the store.
+	ReasonMaterializing = "Materializing"
+	// ReasonSending: a run's outreach Job is sending.
+	ReasonSending = "Sending"
+	// ReasonMeasuring: a run is sent; its conversion window is open.
+	ReasonMeasuring = "Measuring"
+	// ReasonCancelled: a run was replaced by a newer one (concurrencyPolicy
+	// Replace) before it finished sending.
+	ReasonCancelled = "Cancelled"
+	// ReasonStoreNotShared: the store is a SQLite file that the pods of an
+	// outreach Job cannot share; a cluster needs PostgreSQL.
+	ReasonStoreNotShared = "StoreNotShared"
+	// ReasonJobFailed: the outreach Job failed and the follow-up limit is
+	// reached, or it could not be created.
+	ReasonJobFailed = "JobFailed"
+	// ReasonMaterializeFailed: the audience could not be written.
+	ReasonMaterializeFailed = "MaterializeFailed"
+)
+
+// Event reasons of state changes that are not condition transitions.
+const (
+	// EventRunCreated: a Campaign made a CampaignRun for a slot or an entry.
+	EventRunCreated = "RunCreated"
+	// EventRunSkipped: a slot was skipped by concurrencyPolicy Forbid.
+	EventRunSkipped = "RunSkipped"
+	// EventRunMissed: a slot was missed by more than startingDeadlineSeconds.
+	EventRunMissed = "RunMissed"
+	// EventTooManyMissed: more than 100 slots were missed; only the latest runs.
+	EventTooManyMissed = "TooManyMissedRuns"
+	// EventRunReplaced: an active run was cancelled by a newer one (Replace).
+	EventRunReplaced = "RunReplaced"
+	// EventRunDeleted: a finished run was deleted by a history limit.
+	EventRunDeleted = "RunDeleted"
+	// EventMaterialized: a run's audience was written, with its counts.
+	EventMaterialized = "Materialized"
+	// EventJobCreated: a run's outreach Job was created.
+	EventJobCreated = "JobCreated"
+	// EventFollowUpJob: a Job was launched again for shards left unfinished.
+	EventFollowUpJob = "FollowUpJob"
+	// EventSent: a run's Job finished; the delivery counts are final.
+	EventSent = "Sent"
 )

@@ -481,17 +481,24 @@ type CustomerSourceStatus struct {
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
+	// The counts are written even when 0, and default to 0: the reconciler
+	// writes status with a merge patch, which leaves out a count that was 0
+	// and stays 0, so the API server's default is what makes it appear.
+
 	// customers scored in the current snapshot.
+	// +kubebuilder:default=0
 	// +optional
-	Customers int64 `json:"customers,omitempty"`
+	Customers int64 `json:"customers"`
 
 	// transactions read for the current snapshot.
+	// +kubebuilder:default=0
 	// +optional
-	Transactions int64 `json:"transactions,omitempty"`
+	Transactions int64 `json:"transactions"`
 
 	// rejectedRows in the last read.
+	// +kubebuilder:default=0
 	// +optional
-	RejectedRows int64 `json:"rejectedRows,omitempty"`
+	RejectedRows int64 `json:"rejectedRows"`
 
 	// rejectedSamples are the first few rejected rows: row, column, reason.
 	// +listType=atomic
@@ -533,7 +540,7 @@ type CustomerSourceStatus struct {
 // CustomerSource declares where customer data lives and how it is scored.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:shortName=cs;csrc,categories=retention
+// +kubebuilder:resource:shortName=csrc,categories=retention
 // +kubebuilder:printcolumn:name="Customers",type=integer,JSONPath=`.status.customers`
 // +kubebuilder:printcolumn:name="Model",type=string,JSONPath=`.status.model.selected`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`

@@ -38,17 +38,24 @@ type SegmentStatus struct {
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
-	// size is the number of members.
+	// The counts are written even when 0, and default to 0: the reconciler
+	// writes status with a merge patch, which leaves out a count that was 0
+	// and stays 0, so the API server's default is what makes it appear.
+
+	// size is the number of members (0 for an empty segment).
+	// +kubebuilder:default=0
 	// +optional
-	Size int64 `json:"size,omitempty"`
+	Size int64 `json:"size"`
 
 	// entered is the number of customers who joined at the last evaluation.
+	// +kubebuilder:default=0
 	// +optional
-	Entered int64 `json:"entered,omitempty"`
+	Entered int64 `json:"entered"`
 
 	// exited is the number of customers who left at the last evaluation.
+	// +kubebuilder:default=0
 	// +optional
-	Exited int64 `json:"exited,omitempty"`
+	Exited int64 `json:"exited"`
 
 	// sharePercent is the members' share of the source's customers, in percent.
 	// +optional
