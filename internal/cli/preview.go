@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -45,7 +46,8 @@ func runPreview(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: retention-operator preview --segment FILE --csv FILE [--customers FILE] [flags]\n\n"+
 			"Scores the CSV as the operator does, evaluates the segment's rule on every customer and prints\n"+
-			"its size, share and score distribution. Attributes are the customers file's columns.\n\nflags:\n")
+			"its size, share and score distribution (--output json: as a JSON object). Attributes are the\n"+
+			"customers file's columns.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if help, err := parseFlags(fs, args); help || err != nil {
@@ -87,8 +89,47 @@ func runPreview(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	st := pv.Stats()
+	if c.output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(previewReport(m.Metadata.Name, modelKeys[res.Selected], st))
+	}
 	fmt.Fprintf(stdout, "segment %s: %s\nscored %d customers with %s\n\n", m.Metadata.Name, strings.TrimSpace(m.Spec.Rule), res.Customers, res.Selected)
-	return pv.Stats().Print(stdout)
+	return st.Print(stdout)
+}
+
+// previewReport is the object `preview --output json` prints, nested like
+// score's (`jq .members.pAlive.median`). A group without customers has
+// only its count.
+func previewReport(name, model string, s *segment.PreviewStats) map[string]any {
+	out := map[string]any{
+		"segment":    name,
+		"rule":       s.Rule,
+		"model":      model,
+		"customers":  s.Customers,
+		"size":       s.Size,
+		"share":      s.Share,
+		"value":      s.Value,
+		"totalValue": s.TotalValue,
+		"errors":     s.Errors,
+	}
+	if s.FirstError != "" {
+		out["firstError"] = s.FirstError
+	}
+	for key, d := range map[string]segment.Distribution{"members": s.Members, "everyone": s.Everyone} {
+		g := map[string]any{}
+		for field, sm := range map[string]segment.Summary{"pAlive": d.PAlive, "expectedValue": d.ExpectedValue, "recencyDays": d.RecencyDays} {
+			if sm.Count == 0 {
+				g[field] = map[string]any{"count": sm.Count}
+				continue
+			}
+			g[field] = map[string]any{"count": sm.Count, "min": sm.Min, "p10": sm.P10, "p25": sm.P25, "median": sm.Median,
+				"p75": sm.P75, "p90": sm.P90, "max": sm.Max, "mean": sm.Mean}
+		}
+		out[key] = g
+	}
+	return out
 }
 
 // readSegment reads a Segment manifest.

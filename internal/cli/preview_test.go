@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,34 @@ func TestPreview(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
+	}
+
+	// --output json: the same numbers as nested objects (`jq .members.pAlive.median`).
+	out.Reset()
+	errOut.Reset()
+	code = Preview([]string{"--segment", seg, "--csv", tx, "--customers", cust, "--calibration-end", end, "--output", "json"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("--output json: exit %d: %s", code, errOut.String())
+	}
+	var m map[string]any
+	if err := json.Unmarshal(out.Bytes(), &m); err != nil {
+		t.Fatalf("--output json is not JSON: %v\n%s", err, out.String())
+	}
+	if m["segment"] != "high-value" || m["customers"] != 2000.0 {
+		t.Errorf("segment %v, customers %v; want high-value, 2000", m["segment"], m["customers"])
+	}
+	size, _ := m["size"].(float64)
+	members, _ := m["members"].(map[string]any)
+	pAlive, _ := members["pAlive"].(map[string]any)
+	if size <= 0 || pAlive["count"] != size {
+		t.Errorf(`size %v, ["members"]["pAlive"]["count"] %v; want the same positive number`, m["size"], pAlive["count"])
+	}
+	if _, ok := pAlive["median"].(float64); !ok {
+		t.Errorf(`["members"]["pAlive"]["median"] missing: %v`, members)
+	}
+	everyone, _ := m["everyone"].(map[string]any)
+	if rec, _ := everyone["recencyDays"].(map[string]any); rec["count"] != 2000.0 {
+		t.Errorf(`["everyone"]["recencyDays"] = %v, want count 2000`, rec)
 	}
 
 	for _, tc := range []struct {

@@ -13,10 +13,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -102,7 +103,7 @@ type scoreCmd struct {
 
 // Score runs `retention-operator score`: it scores a transactions CSV
 // offline through scoring.Score and prints the fitted models and the
-// population summary as a table, or as flat JSON with --output json.
+// population summary as a table, or as JSON (nested objects) with --output json.
 func Score(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -313,9 +314,9 @@ func runScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	out := flatten(res, c.stats)
+	out := report(res, c.stats)
 	for k, v := range customSum {
-		out["custom."+k+".mean"] = v / float64(max(n, 1))
+		put(out, "custom."+k+".mean", v/float64(max(n, 1)))
 	}
 	if c.plot != "" {
 		if err := writePlot(c.plot, res); err != nil {
@@ -330,8 +331,10 @@ func runScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return printTable(stdout, res, out, c.stats)
 }
 
-// flatten turns a Result into the flat, dotted JSON keys.
-func flatten(res *scoring.Result, stats bool) map[string]any {
+// report turns a Result into the object --output json prints: nested
+// objects, so `jq .bgnbd.r` or `jq .holdout.bgnbd.mae` reads a value. The
+// keys below are written as dotted paths for brevity; put nests them.
+func report(res *scoring.Result, stats bool) map[string]any {
 	out := map[string]any{
 		"customers":      res.Customers,
 		"transactions":   res.Transactions,
@@ -345,10 +348,10 @@ func flatten(res *scoring.Result, stats bool) map[string]any {
 		"timeUnitDays":   res.TimeUnit,
 	}
 	if res.Fallback != "" {
-		out["fallback"] = res.Fallback
+		put(out, "fallback", res.Fallback)
 	}
 	if !res.CalibrationEnd.IsZero() {
-		out["calibrationEnd"] = res.CalibrationEnd.Format("2006-01-02")
+		put(out, "calibrationEnd", res.CalibrationEnd.Format("2006-01-02"))
 	}
 	// Per model: the calibration fit when the holdout was evaluated (it is
 	// the fit the holdout report judges), else the fit on the whole period.
@@ -360,16 +363,16 @@ func flatten(res *scoring.Result, stats bool) map[string]any {
 		putFit(out, key, &m)
 		if h := m.Holdout; h != nil {
 			hk := "holdout." + key
-			out[hk+".mae"] = h.MAE
-			out[hk+".rmse"] = h.RMSE
-			out[hk+".predicted"] = h.Predicted
-			out[hk+".actual"] = h.Actual
-			out[hk+".customers"] = h.Customers
+			put(out, hk+".mae", h.MAE)
+			put(out, hk+".rmse", h.RMSE)
+			put(out, hk+".predicted", h.Predicted)
+			put(out, hk+".actual", h.Actual)
+			put(out, hk+".customers", h.Customers)
 			for _, b := range h.Buckets {
 				bk := fmt.Sprintf("%s.x%d", hk, b.X)
-				out[bk+".customers"] = b.Customers
-				out[bk+".actual"] = b.MeanActual
-				out[bk+".predicted"] = b.MeanPredicted
+				put(out, bk+".customers", b.Customers)
+				put(out, bk+".actual", b.MeanActual)
+				put(out, bk+".predicted", b.MeanPredicted)
 			}
 		}
 	}
@@ -379,50 +382,68 @@ func flatten(res *scoring.Result, stats bool) map[string]any {
 	sp := res.Spend
 	if sp.Fitted {
 		for k, v := range sp.Params {
-			out["gammaGamma."+k] = v
+			put(out, "gammaGamma."+k, v)
 		}
-		out["gammaGamma.logLikelihood"] = sp.LogLikelihood
+		put(out, "gammaGamma.logLikelihood", sp.LogLikelihood)
 	} else {
-		out["gammaGamma.fallback"] = sp.Fallback
+		put(out, "gammaGamma.fallback", sp.Fallback)
 	}
-	out["gammaGamma.customers"] = sp.Customers
-	out["meanSpend"] = sp.MeanSpend
+	put(out, "gammaGamma.customers", sp.Customers)
+	put(out, "meanSpend", sp.MeanSpend)
 	pop := res.Population
-	out["population.active"] = pop.Active
-	out["population.atRisk"] = pop.AtRisk
-	out["population.repeatBuyers"] = pop.RepeatBuyers
-	out["population.retentionBase"] = pop.RetentionBase
-	out["population.retained"] = pop.Retained
-	out["population.retentionRate"] = pop.RetentionRate
-	out["population.totalExpectedValue"] = pop.TotalExpectedValue
+	put(out, "population.active", pop.Active)
+	put(out, "population.atRisk", pop.AtRisk)
+	put(out, "population.repeatBuyers", pop.RepeatBuyers)
+	put(out, "population.retentionBase", pop.RetentionBase)
+	put(out, "population.retained", pop.Retained)
+	put(out, "population.retentionRate", pop.RetentionRate)
+	put(out, "population.totalExpectedValue", pop.TotalExpectedValue)
 	for name, is := range res.CustomScores {
-		out["custom."+name+".errors"] = is.Errors + is.NonNumeric + is.NonFinite
-		out["custom."+name+".firstError"] = is.First
+		put(out, "custom."+name+".errors", is.Errors+is.NonNumeric+is.NonFinite)
+		put(out, "custom."+name+".firstError", is.First)
 	}
 	if stats {
 		d := res.Durations
 		for k, v := range map[string]time.Duration{"read": d.Read, "summarize": d.Summarize, "fit": d.Fit,
 			"score": d.Score, "rank": d.Rank, "custom": d.Custom, "emit": d.Emit, "total": d.Total} {
-			out["durations."+k] = v.Seconds()
+			put(out, "durations."+k, v.Seconds())
 		}
-		out["peakRSSMiB"] = peakRSSMiB()
-		out["rereads"] = res.Rereads
+		put(out, "peakRSSMiB", peakRSSMiB())
+		put(out, "rereads", res.Rereads)
 	}
 	return out
 }
 
 func putFit(out map[string]any, key string, m *scoring.FittedModel) {
 	if m.Err != "" {
-		out[key+".error"] = m.Err
+		put(out, key+".error", m.Err)
 		return
 	}
 	for k, v := range m.Params {
-		out[key+"."+k] = v
+		put(out, key+"."+k, v)
 	}
-	out[key+".logLikelihood"] = m.LogLikelihood
-	out[key+".converged"] = m.Converged
-	out[key+".iterations"] = m.Iterations
-	out[key+".period"] = string(m.Period)
+	put(out, key+".logLikelihood", m.LogLikelihood)
+	put(out, key+".converged", m.Converged)
+	put(out, key+".iterations", m.Iterations)
+	put(out, key+".period", string(m.Period))
+}
+
+// put stores v in out at the dotted path, creating the objects on the
+// way: put(out, "bgnbd.r", v) sets out["bgnbd"]["r"]. Every part of a path
+// is an identifier (model keys, parameter names, custom score names, which
+// scoring checks are identifiers), so splitting at dots is exact.
+func put(out map[string]any, path string, v any) {
+	parts := strings.Split(path, ".")
+	m := out
+	for _, p := range parts[:len(parts)-1] {
+		sub, ok := m[p].(map[string]any)
+		if !ok {
+			sub = map[string]any{}
+			m[p] = sub
+		}
+		m = sub
+	}
+	m[parts[len(parts)-1]] = v
 }
 
 // peakRSSMiB reads the process's peak resident set (VmHWM) from /proc.
@@ -527,15 +548,12 @@ func printTable(w io.Writer, res *scoring.Result, out map[string]any, stats bool
 	fmt.Fprintf(tw, "  retention rate\t%.1f%%\t(%d of %d)\n", 100*pop.RetentionRate, pop.Retained, pop.RetentionBase)
 	fmt.Fprintf(tw, "  total expected value\t%.2f\n", pop.TotalExpectedValue)
 	fmt.Fprintf(tw, "  mean spend per purchase\t%.2f\n", sp.MeanSpend)
-	var cks []string
-	for k := range out {
-		if strings.HasPrefix(k, "custom.") {
-			cks = append(cks, k)
+	custom, _ := out["custom"].(map[string]any)
+	for _, name := range slices.Sorted(maps.Keys(custom)) {
+		fields, _ := custom[name].(map[string]any)
+		for _, f := range slices.Sorted(maps.Keys(fields)) {
+			fmt.Fprintf(tw, "  custom.%s.%s\t%v\n", name, f, fields[f])
 		}
-	}
-	sort.Strings(cks)
-	for _, k := range cks {
-		fmt.Fprintf(tw, "  %s\t%v\n", k, out[k])
 	}
 	tw.Flush()
 	if stats {

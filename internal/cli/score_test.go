@@ -10,11 +10,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/retention-dev/retention-operator/internal/sharedtest"
+	"github.com/retention-dev/retention-operator/internal/testfiles"
 )
 
-// cdnowPath is the shared CDNOW sample; a missing one fails the test.
-func cdnowPath(t *testing.T) string { return sharedtest.CDNOWSample(t) }
+// cdnowPath is the CDNOW sample in testdata/; a missing one fails the test.
+func cdnowPath(t *testing.T) string { return testfiles.CDNOWSample(t) }
 
 // runScore runs the score command and returns its exit code, stdout and stderr.
 func scoreCLI(t *testing.T, args ...string) (int, string, string) {
@@ -37,13 +37,38 @@ func scoreJSON(t *testing.T, args ...string) map[string]any {
 	return m
 }
 
-// checkKeys compares numeric keys to references at their printed precision.
+// lookup reads the value at a jq-like dotted path ("bgnbd.r" is
+// m["bgnbd"]["r"]) of the nested JSON output.
+func lookup(m map[string]any, path string) (any, bool) {
+	var v any = m
+	for _, k := range strings.Split(path, ".") {
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if v, ok = obj[k]; !ok {
+			return nil, false
+		}
+	}
+	return v, true
+}
+
+// number is the number at path, or false.
+func number(m map[string]any, path string) (float64, bool) {
+	v, _ := lookup(m, path)
+	f, ok := v.(float64)
+	return f, ok
+}
+
+// checkKeys compares numbers at dotted paths to references at their
+// printed precision.
 func checkKeys(t *testing.T, m map[string]any, want map[string]float64) {
 	t.Helper()
 	for k, w := range want {
-		v, ok := m[k].(float64)
+		v, ok := number(m, k)
 		if !ok {
-			t.Errorf("%s missing or not a number: %v", k, m[k])
+			raw, _ := lookup(m, k)
+			t.Errorf("%s missing or not a number: %v", k, raw)
 			continue
 		}
 		dec := 0
@@ -81,11 +106,56 @@ func TestScoreCDNOW(t *testing.T) {
 	if m["model"] != "bgnbd" {
 		t.Errorf("model %v, want bgnbd", m["model"])
 	}
-	for _, k := range []string{"mbgnbd.r", "paretoNBD.r", "holdout.bgnbd.mae"} {
+	for _, k := range []string{"mbgnbd", "paretoNBD", "holdout"} {
 		if _, ok := m[k]; ok {
 			t.Errorf("%s present without --model auto or a holdout", k)
 		}
 	}
+}
+
+// TestScoreJSONNested: --output json prints nested objects, read as
+// `jq .bgnbd.r`, never keys with dots in their names.
+func TestScoreJSONNested(t *testing.T) {
+	t.Parallel()
+	m := scoreJSON(t, "--csv", cdnowPath(t), "--date-layout", "20060102", "--calibration-end", "1997-09-30",
+		"--holdout-end", "1998-06-30", "--stats", "--score", "risk=(1.0-customer.pAlive)*customer.expectedValue")
+	bgnbd, ok := m["bgnbd"].(map[string]any)
+	if !ok {
+		t.Fatalf("bgnbd is %T, want an object", m["bgnbd"])
+	}
+	if r, ok := bgnbd["r"].(float64); !ok || math.Abs(r-0.243) > 0.0005 {
+		t.Errorf(`["bgnbd"]["r"] = %v, want 0.243`, bgnbd["r"])
+	}
+	holdout, _ := m["holdout"].(map[string]any)
+	hb, _ := holdout["bgnbd"].(map[string]any)
+	x0, _ := hb["x0"].(map[string]any)
+	if _, ok := x0["actual"].(float64); !ok {
+		t.Errorf(`["holdout"]["bgnbd"]["x0"]["actual"] missing: %v`, holdout)
+	}
+	for _, k := range []string{"gammaGamma", "population", "durations", "custom"} {
+		if _, ok := m[k].(map[string]any); !ok {
+			t.Errorf("%s is %T, want an object", k, m[k])
+		}
+	}
+	custom, _ := m["custom"].(map[string]any)
+	risk, _ := custom["risk"].(map[string]any)
+	if _, ok := risk["mean"].(float64); !ok {
+		t.Errorf(`["custom"]["risk"]["mean"] missing: %v`, custom)
+	}
+	var dotted func(path string, v any)
+	dotted = func(path string, v any) {
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return
+		}
+		for k, sub := range obj {
+			if strings.Contains(k, ".") {
+				t.Errorf("key %q at %q has a dot", k, path)
+			}
+			dotted(path+"."+k, sub)
+		}
+	}
+	dotted("", m)
 }
 
 // TestScoreCDNOWHoldout: with a holdout every model is fitted on the
@@ -103,12 +173,12 @@ func TestScoreCDNOWHoldout(t *testing.T) {
 	})
 	best, bestMAE := "", math.Inf(1)
 	for _, k := range []string{"bgnbd", "mbgnbd", "paretoNBD"} {
-		mae, ok := m["holdout."+k+".mae"].(float64)
+		mae, ok := number(m, "holdout."+k+".mae")
 		if !ok {
 			t.Fatalf("holdout.%s.mae missing", k)
 		}
 		for _, sub := range []string{"rmse", "predicted", "actual", "x0.actual", "x7.predicted"} {
-			if _, ok := m["holdout."+k+"."+sub].(float64); !ok {
+			if _, ok := number(m, "holdout."+k+"."+sub); !ok {
 				t.Errorf("holdout.%s.%s missing", k, sub)
 			}
 		}

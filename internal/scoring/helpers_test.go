@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/retention-dev/retention-operator/internal/customer"
-	"github.com/retention-dev/retention-operator/internal/sharedtest"
 	"github.com/retention-dev/retention-operator/internal/source"
+	"github.com/retention-dev/retention-operator/internal/testfiles"
 )
 
 // fixedClock is a Clock that always reads t.
@@ -23,8 +23,8 @@ func date(s string) time.Time {
 	return t
 }
 
-// cdnowPath is the shared CDNOW sample; a missing one fails the test.
-func cdnowPath(t testing.TB) string { return sharedtest.CDNOWSample(t) }
+// cdnowPath is the CDNOW sample in testdata/; a missing one fails the test.
+func cdnowPath(t testing.TB) string { return testfiles.CDNOWSample(t) }
 
 func cdnowReader(t testing.TB) source.Reader {
 	return &source.CSV{Transactions: source.FromFile(cdnowPath(t)), Mapping: source.Mapping{

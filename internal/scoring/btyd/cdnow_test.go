@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/retention-dev/retention-operator/internal/sharedtest"
+	"github.com/retention-dev/retention-operator/internal/testfiles"
 )
 
 // cdnowCustomer is one customer of the CDNOW sample in the usual recipe:
@@ -28,11 +28,11 @@ var (
 
 const holdoutWeeks = 39.0
 
-// loadCDNOW reads the shared sample (never copied into the repository);
+// loadCDNOW reads the CDNOW sample in the repository's testdata/;
 // a missing one fails the test.
 func loadCDNOW(t testing.TB) []cdnowCustomer {
 	t.Helper()
-	f, err := os.Open(sharedtest.CDNOWSample(t))
+	f, err := os.Open(testfiles.CDNOWSample(t))
 	if err != nil {
 		t.Fatal(err)
 	}
