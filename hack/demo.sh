@@ -87,6 +87,16 @@ say "the sample segments, evaluated on the snapshot (kubectl get segments -o wid
 "$KUBECTL" get segments -n "$NS" -o wide
 "$KUBECTL" get segments -n "$NS" -o custom-columns='SEGMENT:.metadata.name,MEMBERS:.status.size,SHARE %:.status.sharePercent,EXPECTED VALUE:.status.expectedValue,SNAPSHOT:.status.snapshotID,RULE:.spec.rule'
 
+say "a dry-run campaign's audience, counted by reason (kubectl get campaignrun win-back-preview-now)"
+"$KUBECTL" wait -n "$NS" --for=condition=Ready --timeout=60s campaignrun/win-back-preview-now >/dev/null || true
+"$KUBECTL" get campaignrun win-back-preview-now -n "$NS" -o jsonpath='  phase {.status.phase} (dry run: {.status.dryRun}), snapshot {.status.snapshotID}
+  audience: {.status.audience.members} members of segment at-risk
+    excluded: unreachable {.status.audience.unreachable}, opted out {.status.audience.optedOut}, suppressed {.status.audience.suppressed}, capped {.status.audience.capped}, over maxPerRun {.status.audience.overMax}
+    eligible: treatment {.status.audience.treatment}, holdout {.status.audience.holdout}
+  {.status.conditions[?(@.type=="Ready")].message}
+'
+"$KUBECTL" get campaigns -n "$NS" -o wide
+
 say "what Prometheus scrapes (curl http://$METRICS_ADDR/metrics | grep ^retention_)"
 curl -sf "http://$METRICS_ADDR/metrics" | grep -E '^retention_(source_(customers|transactions|customers_by_risk|retention_rate_ratio|expected_value)|segment_size)' | sed 's/^/  /' || echo "  (metrics endpoint not reachable)"
 
