@@ -356,8 +356,42 @@ func (r *CampaignRunReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&retentionv1.Campaign{}, handler.EnqueueRequestsFromMapFunc(
 			referrers(r.Client, func() client.ObjectList { return &retentionv1.CampaignRunList{} }, indexCampaignRef))).
 		Watches(&batchv1.Job{}, handler.EnqueueRequestsFromMapFunc(runOfJob)).
+		Watches(&retentionv1.Segment{}, handler.EnqueueRequestsFromMapFunc(r.runsOfSegment)).
+		Watches(&retentionv1.Channel{}, handler.EnqueueRequestsFromMapFunc(r.runsOfChannel)).
 		Named("campaignrun").
 		Complete(r)
+}
+
+// runsOfSegment maps a Segment (evaluated, perhaps, for the first time) to
+// the unfinished runs of the campaigns that reach or suppress it: a run
+// waiting for its audience moves on as soon as the segment is ready.
+func (r *CampaignRunReconciler) runsOfSegment(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.runsOfCampaigns(ctx, o.GetNamespace(), indexSegmentRefs, o.GetName())
+}
+
+// runsOfChannel maps a Channel (Ready, perhaps) to its campaigns' unfinished runs.
+func (r *CampaignRunReconciler) runsOfChannel(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.runsOfCampaigns(ctx, o.GetNamespace(), indexChannelRef, o.GetName())
+}
+
+func (r *CampaignRunReconciler) runsOfCampaigns(ctx context.Context, ns, index, name string) []reconcile.Request {
+	var campaigns retentionv1.CampaignList
+	if err := r.List(ctx, &campaigns, client.InNamespace(ns), client.MatchingFields{index: name}); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, c := range campaigns.Items {
+		var runs retentionv1.CampaignRunList
+		if err := r.List(ctx, &runs, client.InNamespace(ns), client.MatchingFields{indexCampaignRef: c.Name}); err != nil {
+			continue
+		}
+		for _, run := range runs.Items {
+			if run.Status.Phase.Active() {
+				reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: run.Name}})
+			}
+		}
+	}
+	return reqs
 }
 
 // runOfJob maps an outreach Job to its run through the Job's labels.
