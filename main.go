@@ -153,8 +153,8 @@ func setupReconcilers(mgr ctrl.Manager, stores *controllers.StoreProvider, m *me
 		&controllers.CustomerSourceReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: clock, Stores: stores, Metrics: m},
 		&controllers.ChannelReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec},
 		&controllers.SegmentReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock, Stores: stores, Metrics: m},
-		&controllers.CampaignReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock, Stores: stores},
-		&controllers.CampaignRunReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: clock, Stores: stores, Runner: runner},
+		&controllers.CampaignReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock, Stores: stores, Metrics: m},
+		&controllers.CampaignRunReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: clock, Stores: stores, Runner: runner, Metrics: m},
 	}
 	for _, s := range steps {
 		if err := s.SetupWithManager(mgr); err != nil {

@@ -21,6 +21,7 @@ import (
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
 	"github.com/retention-dev/retention-operator/internal/campaign"
+	"github.com/retention-dev/retention-operator/internal/metrics"
 	"github.com/retention-dev/retention-operator/internal/store"
 )
 
@@ -44,6 +45,8 @@ type CampaignReconciler struct {
 	// Stores opens the store that keeps the campaign's cumulative tally
 	// and the segment membership OnEnter reads.
 	Stores *StoreProvider
+	// Metrics, when set, has a deleted campaign's series dropped.
+	Metrics *metrics.Metrics
 }
 
 // +kubebuilder:rbac:groups=retention.dev,resources=campaigns,verbs=get;list;watch
@@ -56,6 +59,9 @@ type CampaignReconciler struct {
 func (r *CampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var c retentionv1.Campaign
 	if err := r.Get(ctx, req.NamespacedName, &c); err != nil {
+		if apierrors.IsNotFound(err) && r.Metrics != nil {
+			r.Metrics.ForgetCampaign(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	patcher := newStatusPatcher(r.Client, &c)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -18,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+	"github.com/retention-dev/retention-operator/internal/metrics"
 	"github.com/retention-dev/retention-operator/internal/store"
 )
 
@@ -50,6 +52,8 @@ type CampaignRunReconciler struct {
 	Stores *StoreProvider
 	// Runner says how outreach Jobs are made.
 	Runner RunnerConfig
+	// Metrics, when set, receives the campaign metrics.
+	Metrics *metrics.Metrics
 }
 
 // +kubebuilder:rbac:groups=retention.dev,resources=campaignruns,verbs=get;list;watch;update;patch
@@ -77,8 +81,8 @@ func (r *CampaignRunReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	before := run.Status.Phase
 	msg, next, err := r.step(ctx, &run, now)
-	if run.Status.Phase != before && r.Recorder != nil {
-		r.Recorder.Eventf(&run, nil, "Normal", string(run.Status.Phase), "Phase", "phase %s → %s", before, run.Status.Phase)
+	if run.Status.Phase != before {
+		r.recordPhase(&run, before)
 	}
 	if run.Status.Phase.Finished() && run.Status.CompletionTime == nil {
 		run.Status.CompletionTime = &metav1.Time{Time: now}
@@ -88,6 +92,28 @@ func (r *CampaignRunReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		q.Next = max(next.Sub(now), time.Second)
 	}
 	return patcher.finish(ctx, r.Recorder, &run, err, msg, q)
+}
+
+// recordPhase records a phase change: an Event, and the metrics of what
+// ended (sending, or the run).
+func (r *CampaignRunReconciler) recordPhase(run *retentionv1.CampaignRun, before retentionv1.RunPhase) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(run, nil, "Normal", string(run.Status.Phase), "Phase", "phase %s → %s", before, run.Status.Phase)
+	}
+	m := r.Metrics
+	if m == nil {
+		return
+	}
+	campaign := run.Spec.CampaignRef.Name
+	if before == retentionv1.RunSending && run.Status.Delivery != nil {
+		d := run.Status.Delivery
+		m.CampaignMessagesTotal.WithLabelValues(run.Namespace, campaign, "sent").Add(float64(d.Sent))
+		m.CampaignMessagesTotal.WithLabelValues(run.Namespace, campaign, "failed").Add(float64(d.Failed))
+		m.CampaignMessagesTotal.WithLabelValues(run.Namespace, campaign, "skipped").Add(float64(d.Skipped))
+	}
+	if run.Status.Phase.Finished() {
+		m.CampaignRunsTotal.WithLabelValues(run.Namespace, campaign, strings.ToLower(string(run.Status.Phase))).Inc()
+	}
 }
 
 // ensureRunMetadata adds the finalizer and the campaign label (a run made

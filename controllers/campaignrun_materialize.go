@@ -12,6 +12,7 @@ import (
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
 	"github.com/retention-dev/retention-operator/internal/campaign"
+	"github.com/retention-dev/retention-operator/internal/metrics"
 	"github.com/retention-dev/retention-operator/internal/store"
 )
 
@@ -61,6 +62,7 @@ func (r *CampaignRunReconciler) materialize(ctx context.Context, st store.Store,
 	run.Status.Audience, run.Status.Delivery = &a, &d
 	run.Status.SnapshotID, run.Status.DryRun = stored.SnapshotID, stored.DryRun
 	run.Status.Deferred, run.Status.ZoneFallbacks = max(run.Status.Deferred, stats.Deferred), max(run.Status.ZoneFallbacks, stats.ZoneFallbacks)
+	r.countAudience(run, a)
 	if r.Recorder != nil {
 		r.Recorder.Eventf(run, nil, "Normal", retentionv1.EventMaterialized, "Materialize",
 			"%d members: %d treatment, %d holdout; excluded %d unreachable, %d opted out, %d suppressed, %d capped, %d over maxPerRun",
@@ -80,6 +82,19 @@ func (r *CampaignRunReconciler) materialize(ctx context.Context, st store.Store,
 		return "", time.Time{}, err
 	}
 	return "", now.Add(sendingRefresh), sendingOutcome(run)
+}
+
+// countAudience adds a materialized audience to the campaign's metrics.
+func (r *CampaignRunReconciler) countAudience(run *retentionv1.CampaignRun, a retentionv1.AudienceCounts) {
+	if r.Metrics == nil {
+		return
+	}
+	for outcome, n := range map[string]int64{
+		metrics.OutcomeTreatment: a.Treatment, metrics.OutcomeHeldOut: a.Holdout, metrics.OutcomeUnreachable: a.Unreachable,
+		metrics.OutcomeOptedOut: a.OptedOut, metrics.OutcomeSuppressed: a.Suppressed, metrics.OutcomeCapped: a.Capped, metrics.OutcomeOverMax: a.OverMax,
+	} {
+		r.Metrics.CampaignAudienceTotal.WithLabelValues(run.Namespace, run.Spec.CampaignRef.Name, outcome).Add(float64(n))
+	}
 }
 
 // startSending records the run's reference time (the start of sending,

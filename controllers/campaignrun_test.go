@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -15,6 +16,7 @@ import (
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
 	"github.com/retention-dev/retention-operator/internal/campaign"
+	"github.com/retention-dev/retention-operator/internal/metrics"
 	"github.com/retention-dev/retention-operator/internal/store"
 )
 
@@ -190,6 +192,11 @@ func TestCampaignRunLifecycle(t *testing.T) {
 	if run.Status.ReferenceTime == nil || run.Status.WindowEndTime == nil || run.Status.WindowEndTime.Sub(run.Status.ReferenceTime.Time) != time.Hour {
 		t.Fatalf("reference %v window end %v", run.Status.ReferenceTime, run.Status.WindowEndTime)
 	}
+	for outcome, want := range map[string]int64{metrics.OutcomeTreatment: a.Treatment, metrics.OutcomeHeldOut: a.Holdout, metrics.OutcomeSuppressed: a.Suppressed} {
+		if got := testutil.ToFloat64(suiteMetrics.CampaignAudienceTotal.WithLabelValues(w.ns, "win-back", outcome)); got != float64(want) {
+			t.Fatalf("retention_campaign_audience_total{outcome=%q} = %v, want %d", outcome, got, want)
+		}
+	}
 	if !meta.IsStatusConditionTrue(run.Status.Conditions, retentionv1.ConditionReconciling) || isReady(run.Status.Conditions) {
 		t.Fatalf("a sending run must be Reconciling and not Ready: %+v", run.Status.Conditions)
 	}
@@ -227,6 +234,12 @@ func TestCampaignRunLifecycle(t *testing.T) {
 	eventually(t, waitFor, readyIs(run, func() []metav1.Condition { return run.Status.Conditions }, metav1.ConditionTrue, retentionv1.ReasonSucceeded, "sent"))
 	if run.Status.CompletionTime == nil || meta.FindStatusCondition(run.Status.Conditions, retentionv1.ConditionReconciling) != nil {
 		t.Fatalf("succeeded run: completion %v conditions %+v", run.Status.CompletionTime, run.Status.Conditions)
+	}
+	if got := testutil.ToFloat64(suiteMetrics.CampaignMessagesTotal.WithLabelValues(w.ns, "win-back", "sent")); got != float64(a.Treatment) {
+		t.Fatalf("retention_campaign_messages_total{outcome=sent} = %v, want %d", got, a.Treatment)
+	}
+	if got := testutil.ToFloat64(suiteMetrics.CampaignRunsTotal.WithLabelValues(w.ns, "win-back", "succeeded")); got != 1 {
+		t.Fatalf("retention_campaign_runs_total{result=succeeded} = %v, want 1", got)
 	}
 	eventually(t, waitFor, func() error {
 		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c); err != nil {
@@ -380,4 +393,118 @@ func assertJobSpec(t *testing.T, job *batchv1.Job, run *retentionv1.CampaignRun)
 	if ctr.Resources.Limits.Memory().IsZero() || ctr.Resources.Requests.Cpu().IsZero() {
 		t.Fatalf("container resources %+v", ctr.Resources)
 	}
+}
+
+// TestCampaignRunCancel: a run asked to cancel (concurrencyPolicy Replace)
+// skips its pending targets with reason cancelled and ends Cancelled;
+// targets a runner had claimed are still recorded when it finishes them.
+func TestCampaignRunCancel(t *testing.T) {
+	ctx := context.Background()
+	w := newCampaignWorld(t)
+	w.campaign(t, "win-back", nil)
+	run := adHocRun(t, w.ns, "win-back", "to-cancel")
+	waitPhase(t, run, retentionv1.RunSending)
+	st, err := suiteStores.Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimed, err := st.TargetClaim(ctx, &store.TargetClaimParams{RunID: string(run.UID), Shard: 0, Limit: 5, Token: "slow-runner"})
+	if err != nil || len(claimed) != 5 {
+		t.Fatalf("claimed %d (%v)", len(claimed), err)
+	}
+	p := client.MergeFrom(run.DeepCopy())
+	run.Annotations = map[string]string{cancelAnnotation: "its-replacement"}
+	if err := k8sClient.Patch(ctx, run, p); err != nil {
+		t.Fatal(err)
+	}
+	waitPhase(t, run, retentionv1.RunCancelled)
+	eventually(t, waitFor, readyIs(run, func() []metav1.Condition { return run.Status.Conditions }, metav1.ConditionFalse, retentionv1.ReasonCancelled, "its-replacement"))
+	if meta.FindStatusCondition(run.Status.Conditions, retentionv1.ConditionReconciling) != nil || meta.IsStatusConditionTrue(run.Status.Conditions, retentionv1.ConditionStalled) {
+		t.Fatalf("a cancelled run is neither reconciling nor stalled: %+v", run.Status.Conditions)
+	}
+	treatment := run.Status.Audience.Treatment
+	if d := run.Status.Delivery; d.Skipped != treatment-5 || d.InFlight != 5 || d.Pending != 0 {
+		t.Fatalf("cancelled run delivery %+v, want %d skipped and 5 in flight", *d, treatment-5)
+	}
+	ids := make([]string, len(claimed))
+	for i, c := range claimed {
+		ids[i] = c.CustomerID
+	}
+	if n, err := st.TargetSetSent(ctx, &store.TargetSetSentParams{RunID: string(run.UID), CustomerIDs: ids, Token: "slow-runner"}); err != nil || n != 5 {
+		t.Fatalf("the in-flight sends were not recorded: %d (%v)", n, err)
+	}
+	tally, err := st.RunTally(ctx, string(run.UID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := tally.Groups[store.GroupTreatment]; g.ByState[store.StateSent] != 5 || g.SkippedByReason[store.ReasonCancelled] != treatment-5 {
+		t.Fatalf("tally after cancel: %+v", g)
+	}
+}
+
+// TestCampaignOnEnter: an OnEnter campaign starts at the segment's current
+// snapshot; when new customers enter, one run reaches exactly them.
+func TestCampaignOnEnter(t *testing.T) {
+	ctx := context.Background()
+	w := newCampaignWorld(t)
+	c := w.campaign(t, "welcome-vip", func(s *retentionv1.CampaignSpec) {
+		s.SegmentRef.Name, s.Schedule, s.Trigger, s.Suppress, s.DryRun = "vip", "", retentionv1.TriggerOnEnter, nil, true
+	})
+	seg := &retentionv1.Segment{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: "vip"}}
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(seg), seg); err != nil {
+		t.Fatal(err)
+	}
+	first := seg.Status.SnapshotID
+	eventually(t, waitFor, func() error {
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c); err != nil {
+			return err
+		}
+		if c.Status.LastEnteredSnapshotID != first {
+			return fmt.Errorf("cursor %d, want %d", c.Status.LastEnteredSnapshotID, first)
+		}
+		return nil
+	})
+	var runs retentionv1.CampaignRunList
+	if err := k8sClient.List(ctx, &runs, client.InNamespace(w.ns)); err != nil || len(runs.Items) != 0 {
+		t.Fatalf("a new OnEnter campaign made %d runs for existing members (%v)", len(runs.Items), err)
+	}
+
+	// New data: the source rescores, the segment gains entrants.
+	cm := &corev1.ConfigMap{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: w.ns, Name: "data"}, cm); err != nil {
+		t.Fatal(err)
+	}
+	cm.Data["transactions.csv"] = string(transactionsCSV(300, 22))
+	if err := k8sClient.Update(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, func() error {
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(seg), seg); err != nil {
+			return err
+		}
+		if seg.Status.SnapshotID == first {
+			return fmt.Errorf("segment not re-evaluated yet")
+		}
+		return nil
+	})
+	if seg.Status.Entered == 0 {
+		t.Fatal("test data: nobody entered the segment")
+	}
+	run := &retentionv1.CampaignRun{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: onEnterRunName("welcome-vip", seg.Status.SnapshotID)}}
+	waitPhase(t, run, retentionv1.RunSucceeded)
+	if run.Spec.EnteredAfterSnapshotID == nil || *run.Spec.EnteredAfterSnapshotID != first {
+		t.Fatalf("enteredAfterSnapshotID = %v, want %d", run.Spec.EnteredAfterSnapshotID, first)
+	}
+	if a := run.Status.Audience; a.Members != seg.Status.Entered {
+		t.Fatalf("OnEnter audience %d, want the %d entrants", a.Members, seg.Status.Entered)
+	}
+	eventually(t, waitFor, func() error {
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c); err != nil {
+			return err
+		}
+		if c.Status.LastEnteredSnapshotID != seg.Status.SnapshotID {
+			return fmt.Errorf("cursor %d, want %d", c.Status.LastEnteredSnapshotID, seg.Status.SnapshotID)
+		}
+		return nil
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,6 +27,7 @@ import (
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
 	"github.com/retention-dev/retention-operator/internal/clock"
+	"github.com/retention-dev/retention-operator/internal/metrics"
 	"github.com/retention-dev/retention-operator/internal/store"
 	_ "github.com/retention-dev/retention-operator/internal/store/postgres"
 	_ "github.com/retention-dev/retention-operator/internal/store/sqlite"
@@ -46,6 +48,8 @@ var (
 	// it starts at the real time and tests move it forward (a conversion
 	// window's end, a schedule's next slot).
 	suiteClock = clock.NewFake(time.Now())
+	// suiteMetrics are the campaign reconcilers' metrics, on a registry of their own.
+	suiteMetrics *metrics.Metrics
 )
 
 // suiteJobsNamespace is where the suite's runs make their Jobs.
@@ -142,14 +146,19 @@ func zapLevel() zapcore.Level {
 // short retry so missing dependencies that no watch reports are retried fast.
 func setupTestReconcilers(mgr ctrl.Manager) error {
 	rec := mgr.GetEventRecorder("retention-operator")
+	m, err := metrics.New(prometheus.NewRegistry())
+	if err != nil {
+		return err
+	}
+	suiteMetrics = m
 	retry := 2 * time.Second
 	for _, s := range []interface{ SetupWithManager(ctrl.Manager) error }{
 		&CustomerSourceReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, RetryAfter: retry, Stores: suiteStores},
 		&ChannelReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, RetryAfter: retry},
 		&SegmentReconciler{Client: mgr.GetClient(), Recorder: rec, RetryAfter: retry, Stores: suiteStores},
-		&CampaignReconciler{Client: mgr.GetClient(), Recorder: rec, RetryAfter: retry, Clock: suiteClock, Stores: suiteStores},
+		&CampaignReconciler{Client: mgr.GetClient(), Recorder: rec, RetryAfter: retry, Clock: suiteClock, Stores: suiteStores, Metrics: suiteMetrics},
 		&CampaignRunReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, RetryAfter: retry,
-			Clock: suiteClock, Stores: suiteStores, Runner: suiteRunner},
+			Clock: suiteClock, Stores: suiteStores, Runner: suiteRunner, Metrics: suiteMetrics},
 	} {
 		if err := s.SetupWithManager(mgr); err != nil {
 			return err

@@ -30,16 +30,32 @@ type Metrics struct {
 	SegmentEntriesTotal    *prometheus.CounterVec
 	SegmentExitsTotal      *prometheus.CounterVec
 	SegmentEvaluationTotal *prometheus.CounterVec
+	CampaignAudienceTotal  *prometheus.CounterVec
+	CampaignMessagesTotal  *prometheus.CounterVec
+	CampaignRunsTotal      *prometheus.CounterVec
 
-	// source and segment are the collectors of each kind, for Forget*.
-	source, segment []vec
+	// source, segment and campaign are the collectors of each kind, for Forget*.
+	source, segment, campaign []vec
 }
+
+// Audience outcomes of CampaignAudienceTotal: the two groups and the
+// exclusion reasons, fixed enums.
+const (
+	OutcomeTreatment   = "treatment"
+	OutcomeHeldOut     = "held_out"
+	OutcomeUnreachable = "unreachable"
+	OutcomeOptedOut    = "opted_out"
+	OutcomeSuppressed  = "suppressed"
+	OutcomeCapped      = "capped"
+	OutcomeOverMax     = "over_max"
+)
 
 // New creates the collectors and registers them on reg.
 func New(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{}
 	src := vecs{subsystem: "source", labels: []string{"namespace", "source"}}
 	seg := vecs{subsystem: "segment", labels: []string{"namespace", "segment"}}
+	camp := vecs{subsystem: "campaign", labels: []string{"namespace", "campaign"}}
 
 	m.SourceCustomers = src.gauge("customers", "Customers in the current scored snapshot of a source.")
 	m.SourceTransactions = src.gauge("transactions", "Transactions read for the current snapshot of a source.")
@@ -59,12 +75,17 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	m.SegmentExitsTotal = seg.counter("exits_total", "Customers who left a segment.")
 	m.SegmentEvaluationTotal = seg.counter("evaluations_total", "Segment evaluations by result (success, failure).", "result")
 
-	for _, c := range append(src.all, seg.all...) {
+	m.CampaignAudienceTotal = camp.counter("audience_total",
+		"Customers of materialized runs by outcome: treatment, held_out, or the exclusion reason (unreachable, opted_out, suppressed, capped, over_max). Dry runs included.", "outcome")
+	m.CampaignMessagesTotal = camp.counter("messages_total", "Messages of runs that finished sending, by outcome (sent, failed, skipped).", "outcome")
+	m.CampaignRunsTotal = camp.counter("runs_total", "Campaign runs that ended, by result (succeeded, failed, cancelled).", "result")
+
+	for _, c := range slices.Concat(src.all, seg.all, camp.all) {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
-	m.source, m.segment = src.all, seg.all
+	m.source, m.segment, m.campaign = src.all, seg.all, camp.all
 	return m, nil
 }
 
@@ -111,6 +132,11 @@ func (m *Metrics) ForgetSource(namespace, name string) {
 // ForgetSegment removes every series of a deleted segment.
 func (m *Metrics) ForgetSegment(namespace, name string) {
 	forget(m.segment, prometheus.Labels{"namespace": namespace, "segment": name})
+}
+
+// ForgetCampaign removes every series of a deleted campaign.
+func (m *Metrics) ForgetCampaign(namespace, name string) {
+	forget(m.campaign, prometheus.Labels{"namespace": namespace, "campaign": name})
 }
 
 func forget(vs []vec, l prometheus.Labels) {

@@ -46,9 +46,10 @@ func TestLabelsCarryNoPersonalData(t *testing.T) {
 	if _, err := New(reg); err != nil {
 		t.Fatal(err)
 	}
-	allowed := map[string]bool{"namespace": true, "source": true, "segment": true, "band": true, "result": true}
+	allowed := map[string]bool{"namespace": true, "source": true, "segment": true, "campaign": true, "band": true, "result": true, "outcome": true}
 	m, _ := New(prometheus.NewRegistry())
-	for _, c := range []prometheus.Collector{m.SourceCustomers, m.SourceCustomersByRisk, m.SourceScoringsTotal, m.SegmentSize, m.SegmentEvaluationTotal} {
+	for _, c := range []prometheus.Collector{m.SourceCustomers, m.SourceCustomersByRisk, m.SourceScoringsTotal, m.SegmentSize, m.SegmentEvaluationTotal,
+		m.CampaignAudienceTotal, m.CampaignMessagesTotal, m.CampaignRunsTotal} {
 		ch := make(chan *prometheus.Desc, 4)
 		c.Describe(ch)
 		close(ch)

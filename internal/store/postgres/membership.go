@@ -84,6 +84,12 @@ func (s *Store) MembershipApply(ctx context.Context, p *store.MembershipApplyPar
 		diff.Size = size - diff.Exited + diff.Entered
 		_, err = tx.Exec(ctx, "UPDATE segments SET snapshot_id = $2, size = $3, updated_at = $4 WHERE id = $1",
 			segID, p.SnapshotID, diff.Size, now)
+		if err != nil || diff.Entered+diff.Exited < analyzeAfter {
+			return err
+		}
+		// A large change: fresh statistics for the runs that join the
+		// membership next (autovacuum would come later).
+		_, err = tx.Exec(ctx, "ANALYZE memberships")
 		return err
 	})
 	if err != nil {
@@ -94,6 +100,10 @@ func (s *Store) MembershipApply(ctx context.Context, p *store.MembershipApplyPar
 	}
 	return &diff, nil
 }
+
+// analyzeAfter is the number of entries and exits after which an apply
+// refreshes the memberships table's statistics.
+const analyzeAfter = 10000
 
 // MembershipScan implements store.Store.
 func (s *Store) MembershipScan(ctx context.Context, p *store.MembershipScanParams, fn func(*store.Member) error) error {

@@ -208,6 +208,14 @@ func (w *snapshotWriter) Commit() (*store.Snapshot, error) {
 		}
 		return nil, w.fail(err)
 	}
+	// Statistics now, not when autovacuum gets to it: the first reads of a
+	// new snapshot (segment evaluation, a run's audience join) are planned
+	// with them (without, a million-row join was planned as a nested loop
+	// over an estimate of a few dozen rows).
+	if _, err := w.tx.Exec(ctx, "ANALYZE "+table); err != nil {
+		_ = w.tx.Rollback(context.Background())
+		return nil, w.fail(err)
+	}
 	now := w.s.opts.Now()
 	if _, err := w.tx.Exec(ctx, "UPDATE snapshots SET state = 'committed', customers = $2, heartbeat_at = $3 WHERE id = $1", w.id, w.n, now); err != nil {
 		_ = w.tx.Rollback(context.Background())
