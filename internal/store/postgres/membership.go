@@ -110,37 +110,16 @@ func (s *Store) MembershipScan(ctx context.Context, p *store.MembershipScanParam
 	if err := p.Validate(); err != nil {
 		return err
 	}
-	err := s.withConn(ctx, func(c *pgx.Conn) error {
-		qctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		rows, err := c.Query(qctx, `SELECT m.customer_id, m.entered_at, m.entered_snapshot, g.snapshot_id
-			FROM memberships m JOIN segments g ON g.id = m.segment_id
-			WHERE g.key = $1 AND m.entered_snapshot >= $2`, p.Segment, p.EnteredSince)
-		if err != nil {
+	var m store.Member
+	return s.stream(ctx, "scan membership of "+p.Segment, func(rows pgx.Rows) error {
+		if err := rows.Scan(&m.CustomerID, &m.EnteredAt, &m.EnteredSnapshotID, &m.LastSeenSnapshotID); err != nil {
 			return err
 		}
-		defer rows.Close()
-		var m store.Member
-		for rows.Next() {
-			if err := rows.Scan(&m.CustomerID, &m.EnteredAt, &m.EnteredSnapshotID, &m.LastSeenSnapshotID); err != nil {
-				return err
-			}
-			m.EnteredAt = m.EnteredAt.UTC()
-			if err := fn(&m); err != nil {
-				cancel()
-				return stopErr{err}
-			}
-		}
-		return rows.Err()
-	})
-	var stop stopErr
-	if errors.As(err, &stop) {
-		return stop.err
-	}
-	if err != nil {
-		return fmt.Errorf("scan membership of %s: %w", p.Segment, err)
-	}
-	return nil
+		m.EnteredAt = m.EnteredAt.UTC()
+		return nil
+	}, func() error { return fn(&m) }, `SELECT m.customer_id, m.entered_at, m.entered_snapshot, g.snapshot_id
+			FROM memberships m JOIN segments g ON g.id = m.segment_id
+			WHERE g.key = $1 AND m.entered_snapshot >= $2`, p.Segment, p.EnteredSince)
 }
 
 // MembershipGet implements store.Store.

@@ -133,6 +133,39 @@ func (s *Store) withTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	})
 }
 
+// stream runs a query on a pooled connection: scan reads each row, then
+// emit hands it to the caller. An error from emit stops the query and is
+// returned as is; any other error is wrapped with what.
+func (s *Store) stream(ctx context.Context, what string, scan func(pgx.Rows) error, emit func() error, sql string, args ...any) error {
+	err := s.withConn(ctx, func(c *pgx.Conn) error {
+		qctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		rows, err := c.Query(qctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := scan(rows); err != nil {
+				return err
+			}
+			if err := emit(); err != nil {
+				cancel()
+				return stopErr{err}
+			}
+		}
+		return rows.Err()
+	})
+	var stop stopErr
+	if errors.As(err, &stop) {
+		return stop.err
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
 // SQLSTATE codes the driver maps.
 const (
 	codeUndefinedTable  = "42P01"

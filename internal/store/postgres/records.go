@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -30,35 +29,12 @@ func (s *Store) ContactCounts(ctx context.Context, p *store.ContactCountsParams,
 	default:
 		audience, arg = "SELECT unnest($3::text[])", p.CustomerIDs
 	}
-	err := s.withConn(ctx, func(c *pgx.Conn) error {
-		qctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		rows, err := c.Query(qctx, sqlshared.ContactCounts(audience), p.Channel, p.Since.UTC(), arg)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		var id string
-		var n int64
-		for rows.Next() {
-			if err := rows.Scan(&id, &n); err != nil {
-				return err
-			}
-			if err := fn(id, n); err != nil {
-				cancel()
-				return stopErr{err}
-			}
-		}
-		return rows.Err()
-	})
-	var stop stopErr
-	if errors.As(err, &stop) {
-		return stop.err
-	}
-	if err != nil {
-		return fmt.Errorf("contact counts on %s: %w", p.Channel, err)
-	}
-	return nil
+	var id string
+	var n int64
+	return s.stream(ctx, "contact counts on "+p.Channel,
+		func(rows pgx.Rows) error { return rows.Scan(&id, &n) },
+		func() error { return fn(id, n) },
+		sqlshared.ContactCounts(audience), p.Channel, p.Since.UTC(), arg)
 }
 
 // HoldoutGet implements store.Store.

@@ -575,35 +575,12 @@ func (s *Store) TargetScan(ctx context.Context, p *store.TargetScanParams, fn fu
 	if err := p.Validate(); err != nil {
 		return err
 	}
-	err := s.withConn(ctx, func(c *pgx.Conn) error {
-		qctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		rows, err := c.Query(qctx, "SELECT "+targetColumns+` FROM targets
+	var t store.Target
+	return s.stream(ctx, "scan targets of run "+p.RunID,
+		func(rows pgx.Rows) error { return scanTarget(rows, &t) },
+		func() error { return fn(&t) },
+		"SELECT "+targetColumns+` FROM targets
 			WHERE run_id = $1 AND ($2 = '' OR state = $2) ORDER BY customer_id`, p.RunID, string(p.State))
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		var t store.Target
-		for rows.Next() {
-			if err := scanTarget(rows, &t); err != nil {
-				return err
-			}
-			if err := fn(&t); err != nil {
-				cancel()
-				return stopErr{err}
-			}
-		}
-		return rows.Err()
-	})
-	var stop stopErr
-	if errors.As(err, &stop) {
-		return stop.err
-	}
-	if err != nil {
-		return fmt.Errorf("scan targets of run %s: %w", p.RunID, err)
-	}
-	return nil
 }
 
 // ConversionRecord implements store.Store, intent to treat: per treatment
