@@ -165,9 +165,9 @@ func compileMessage(c *retentionv1.Campaign) (*campaign.Compiled, error) {
 
 // campaignMessage is the Campaign's message as the domain package takes it.
 func campaignMessage(c *retentionv1.Campaign) campaign.Message {
-	m := campaign.Message{Subject: c.Spec.Message.Subject, Body: c.Spec.Message.Body}
+	m := campaign.Message{Subject: c.Spec.Message.Subject, Body: c.Spec.Message.Body, HTML: c.Spec.Message.HTML}
 	for _, v := range c.Spec.Message.Variants {
-		m.Variants = append(m.Variants, campaign.VariantMessage{Name: v.Name, Weight: deref(v.Weight, 1), Subject: v.Subject, Body: v.Body})
+		m.Variants = append(m.Variants, campaign.VariantMessage{Name: v.Name, Weight: deref(v.Weight, 1), Subject: v.Subject, Body: v.Body, HTML: v.HTML})
 	}
 	return m
 }

@@ -59,6 +59,11 @@ type MessageVariant struct {
 	// +kubebuilder:validation:MaxLength=65536
 	// +optional
 	Body string `json:"body,omitempty"`
+
+	// html body template; if unset, the message's html is used.
+	// +kubebuilder:validation:MaxLength=131072
+	// +optional
+	HTML string `json:"html,omitempty"`
 }
 
 // Message is what a campaign sends. Subject and body are Go text/template
@@ -69,11 +74,19 @@ type Message struct {
 	// +optional
 	Subject string `json:"subject,omitempty"`
 
-	// body template.
+	// body template: the text of the message (the plain-text part of an
+	// email).
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=65536
 	// +required
 	Body string `json:"body"`
+
+	// html is an html/template body: email channels send it beside the
+	// text body as multipart/alternative; webhooks carry it as
+	// message.html. Values are escaped for their HTML context.
+	// +kubebuilder:validation:MaxLength=131072
+	// +optional
+	HTML string `json:"html,omitempty"`
 
 	// variants split the audience by weight; each may override subject and body.
 	// +kubebuilder:validation:XValidation:rule="self.size() == 0 || self.exists(v, !has(v.weight) || v.weight > 0)",message="at least one variant must have a weight above 0"

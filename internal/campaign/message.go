@@ -2,7 +2,10 @@ package campaign
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	htmltemplate "html/template"
+	"io"
 	"math"
 	"slices"
 	"strings"
@@ -20,6 +23,9 @@ type Message struct {
 	Subject string `json:"subject,omitempty"`
 	// Body is the body template; it must not be empty.
 	Body string `json:"body"`
+	// HTML is the HTML body template (html/template: values are escaped
+	// for their context); empty for text-only messages.
+	HTML string `json:"html,omitempty"`
 	// Variants split the audience by weight.
 	Variants []VariantMessage `json:"variants,omitempty"`
 }
@@ -35,6 +41,8 @@ type VariantMessage struct {
 	Subject string `json:"subject,omitempty"`
 	// Body overrides the message's body when not empty.
 	Body string `json:"body,omitempty"`
+	// HTML overrides the message's HTML body when not empty.
+	HTML string `json:"html,omitempty"`
 }
 
 // TemplateError says which template of a message does not compile and why.
@@ -85,9 +93,11 @@ var dataKeys = func() []string {
 // DataKeys returns every top-level key of the template data, sorted.
 func DataKeys() []string { return slices.Clone(dataKeys) }
 
-// templates is one subject and body pair.
+// templates are one message's templates: subject, text body and, when
+// the message has one, the HTML body.
 type templates struct {
 	subject, body *template.Template
+	html          *htmltemplate.Template
 }
 
 // Compiled is a compiled Message, safe for concurrent use.
@@ -113,6 +123,11 @@ func CompileMessage(m Message) (*Compiled, error) {
 	if c.base, err = compilePair("", m.Subject, m.Body, refs); err != nil {
 		return nil, err
 	}
+	if m.HTML != "" {
+		if c.base.html, err = compileHTML("", m.HTML, refs); err != nil {
+			return nil, err
+		}
+	}
 	for _, v := range m.Variants {
 		if v.Name == "" {
 			return nil, &TemplateError{Part: "name", Message: "a variant has no name"}
@@ -128,6 +143,11 @@ func CompileMessage(m Message) (*Compiled, error) {
 		}
 		if v.Body != "" {
 			if pair.body, err = compileOne(v.Name, "body", v.Body, refs); err != nil {
+				return nil, err
+			}
+		}
+		if v.HTML != "" {
+			if pair.html, err = compileHTML(v.Name, v.HTML, refs); err != nil {
 				return nil, err
 			}
 		}
@@ -175,6 +195,32 @@ func compileOne(variant, part, text string, refs fieldSet) (*template.Template, 
 	return t, nil
 }
 
+// compileHTML compiles an HTML body with html/template, which escapes
+// every value for its context (a customer's name cannot inject markup).
+// The text/template parse checks its data keys the same way as the rest.
+func compileHTML(variant, text string, refs fieldSet) (*htmltemplate.Template, error) {
+	if _, err := compileOne(variant, "html", text, refs); err != nil {
+		return nil, err
+	}
+	name := "html"
+	if variant != "" {
+		name = "variant " + variant + " html"
+	}
+	t, err := htmltemplate.New(name).Option("missingkey=error").Parse(text)
+	if err != nil {
+		return nil, &TemplateError{Variant: variant, Part: "html", Message: err.Error()}
+	}
+	// Escaping is decided on first use; do it now, so a template whose
+	// context is ambiguous is refused at reconcile, not at send time.
+	if err := t.Execute(io.Discard, nil); err != nil {
+		var escErr *htmltemplate.Error
+		if errors.As(err, &escErr) {
+			return nil, &TemplateError{Variant: variant, Part: "html", Message: escErr.Error()}
+		}
+	}
+	return t, nil
+}
+
 // Variants returns the variants' names and weights, in the message's
 // order, for PickVariant.
 func (c *Compiled) Variants() []Variant { return slices.Clone(c.weights) }
@@ -188,23 +234,38 @@ func (c *Compiled) Fields() []string { return slices.Clone(c.fields) }
 // JSON). A missing key, an unknown variant or any execution error fails
 // the whole render: no partial output is returned.
 func (c *Compiled) Render(variant string, data map[string]any) (subject, body string, err error) {
+	subject, body, _, err = c.RenderAll(variant, data)
+	return subject, body, err
+}
+
+// RenderAll renders like Render, and the HTML body too ("" when the
+// message has none).
+func (c *Compiled) RenderAll(variant string, data map[string]any) (subject, body, html string, err error) {
 	p := c.base
 	if variant != "" {
 		var ok bool
 		if p, ok = c.variants[variant]; !ok {
-			return "", "", fmt.Errorf("campaign: unknown variant %q", variant)
+			return "", "", "", fmt.Errorf("campaign: unknown variant %q", variant)
 		}
 	}
 	var buf bytes.Buffer
 	if err := p.subject.Execute(&buf, data); err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	subject = buf.String()
 	buf.Reset()
 	if err := p.body.Execute(&buf, data); err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
-	return subject, buf.String(), nil
+	body = buf.String()
+	if p.html != nil {
+		buf.Reset()
+		if err := p.html.Execute(&buf, data); err != nil {
+			return "", "", "", err
+		}
+		html = buf.String()
+	}
+	return subject, body, html, nil
 }
 
 // TemplateData returns the template data of a customer, restricted to the

@@ -303,3 +303,48 @@ func TestTemplateData(t *testing.T) {
 		})
 	}
 }
+
+func TestRenderAllHTMLEscapes(t *testing.T) {
+	c, err := CompileMessage(Message{Subject: "Hi", Body: "Hi {{.Attributes.name}}",
+		HTML: `<p>Hi {{.Attributes.name}}</p><a href="https://shop.example/?u={{.ID}}">shop</a>`,
+		Variants: []VariantMessage{{Name: "b", Weight: 1, HTML: `<b>{{.Attributes.name}}</b>`}, {Name: "t", Weight: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Fields(); !slices.Equal(got, []string{KeyAttributes, KeyID}) {
+		t.Errorf("fields = %v", got)
+	}
+	data := map[string]any{"ID": "a&b c", "Attributes": map[string]any{"name": "<script>x</script>"}}
+	for _, tc := range []struct{ variant, html string }{
+		{"", `<p>Hi &lt;script&gt;x&lt;/script&gt;</p><a href="https://shop.example/?u=a%26b%20c">shop</a>`},
+		{"b", `<b>&lt;script&gt;x&lt;/script&gt;</b>`},
+		{"t", `<p>Hi &lt;script&gt;x&lt;/script&gt;</p><a href="https://shop.example/?u=a%26b%20c">shop</a>`},
+	} {
+		_, text, html, err := c.RenderAll(tc.variant, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if text != "Hi <script>x</script>" || html != tc.html {
+			t.Errorf("variant %q: text %q html %q", tc.variant, text, html)
+		}
+	}
+	if _, _, html, _ := mustCompile(t, Message{Body: "x"}).RenderAll("", nil); html != "" {
+		t.Errorf("no HTML body rendered %q", html)
+	}
+	for _, bad := range []string{`<a href="{{.ID}`, `{{.Nope}}`, `<script>var x = "{{.ID}}</script`} {
+		if _, err := CompileMessage(Message{Body: "x", HTML: bad}); err == nil {
+			t.Errorf("HTML %q compiled", bad)
+		} else if te := (*TemplateError)(nil); !errors.As(err, &te) || te.Part != "html" {
+			t.Errorf("HTML %q: %v, want a TemplateError on part html", bad, err)
+		}
+	}
+}
+
+func mustCompile(t *testing.T, m Message) *Compiled {
+	t.Helper()
+	c, err := CompileMessage(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
