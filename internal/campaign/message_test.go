@@ -306,7 +306,7 @@ func TestTemplateData(t *testing.T) {
 
 func TestRenderAllHTMLEscapes(t *testing.T) {
 	c, err := CompileMessage(Message{Subject: "Hi", Body: "Hi {{.Attributes.name}}",
-		HTML: `<p>Hi {{.Attributes.name}}</p><a href="https://shop.example/?u={{.ID}}">shop</a>`,
+		HTML:     `<p>Hi {{.Attributes.name}}</p><a href="https://shop.example/?u={{.ID}}">shop</a>`,
 		Variants: []VariantMessage{{Name: "b", Weight: 1, HTML: `<b>{{.Attributes.name}}</b>`}, {Name: "t", Weight: 1}}})
 	if err != nil {
 		t.Fatal(err)

@@ -96,7 +96,7 @@ func (r *recorder) close() {
 	<-r.done
 }
 
-func (r *recorder) lost() int64                          { return r.nLost }
+func (r *recorder) lost() int64                            { return r.nLost }
 func (r *recorder) counts() (sent, failed, optedOut int64) { return r.nSent, r.nFailed, r.nOptedOut }
 
 func (r *recorder) run(every time.Duration) {
