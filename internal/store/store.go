@@ -149,7 +149,9 @@ type MembershipStore interface {
 // RunStore keeps campaign runs, their targets and delivery state, and the
 // records that outlive a run: the contact ledger that frequency caps count,
 // the holdout assignment of each (campaign, customer), the opt-out list and
-// each campaign's cumulative tally.
+// each campaign's cumulative tally. While a materialized run is stored, its
+// targets are its ledger entries and holdout assignments (nothing else
+// records them twice); RunDelete moves them to the records that outlive it.
 type RunStore interface {
 	// RunCreate records a campaign run, frozen. It is idempotent on RunID:
 	// when the run exists, the stored record is returned unchanged.
@@ -168,11 +170,13 @@ type RunStore interface {
 	// frequency cap reads every contact planned before it. It streams the
 	// audience (see RunMaterializeParams) through Plan, writes the targets,
 	// excludes the eligible beyond MaxPerRun (lowest expected value first),
-	// then records the contact ledger (one entry per treatment target) and
-	// the holdout assignments of the eligible, and moves the run from
-	// Pending to Materialized. Ledger entries are stamped with the store's
-	// time (see Now); those of a dry run, and of treatment targets Plan
-	// skipped, are void from the start. It is idempotent: a run no longer
+	// and moves the run from Pending to Materialized, stamped with the
+	// store's time (see Now). From then on the run's treatment targets are
+	// its contact ledger entries (at that time; void when the target is
+	// failed or skipped — so those of a dry run, and of treatment targets
+	// Plan skipped, from the start) and its eligible targets record their
+	// holdout group for the campaign, when none was recorded before. It is
+	// idempotent: a run no longer
 	// Pending (materialized, or cancelled before it was) is not written,
 	// and its tally is returned. Errors: ErrNotFound for an unknown run or
 	// a snapshot that is gone; ErrInvalid for invalid parameters, a run
@@ -189,12 +193,16 @@ type RunStore interface {
 	RunCancel(ctx context.Context, runID string) (int64, error)
 	// RunDelete removes a run and its targets (history limits), first
 	// folding its tally into its campaign's cumulative tally, so
-	// CampaignTally never changes when a run is deleted. The ledger,
-	// holdout assignments and opt-outs stay. Deleting an unknown run is not
-	// an error.
+	// CampaignTally never changes when a run is deleted, and copying its
+	// ledger entries and the holdout assignments it recorded to the records
+	// that outlive it, so ContactCounts, HoldoutGet and later
+	// materializations see no change either. The ledger, holdout
+	// assignments and opt-outs stay. Deleting an unknown run is not an
+	// error.
 	RunDelete(ctx context.Context, runID string) error
 	// RunTally counts a run's targets by group, state and skip reason, and
-	// its conversions by group.
+	// its conversions by group; and the same per variant of the treatment
+	// and holdout groups (RunTally.Variants).
 	RunTally(ctx context.Context, runID string) (*RunTally, error)
 	// CampaignTally counts the targets of every run a campaign ever made
 	// (by campaign UID): the runs still stored plus the folded tallies of
@@ -203,8 +211,10 @@ type RunStore interface {
 
 	// TargetInsert adds targets to a run in bulk. It is idempotent: a
 	// target that exists for (run, customer) is left untouched, whatever
-	// its state. It returns how many were inserted. It writes no ledger
-	// entry (RunMaterialize does).
+	// its state. It returns how many were inserted. Its targets are no
+	// ledger entries and record no holdout group (RunMaterialize's are). A
+	// run is fed by RunMaterialize or by TargetInsert, not both: ErrConflict
+	// for a run RunMaterialize wrote.
 	TargetInsert(ctx context.Context, params *TargetInsertParams) (int64, error)
 	// TargetClaim claims up to Limit targets of one shard for sending:
 	// claims older than StaleBefore first (their runner is presumed dead),
@@ -725,6 +735,13 @@ type TargetScanParams struct {
 // RunTally counts a run's targets.
 type RunTally struct {
 	Groups map[TargetGroup]*GroupTally
+	// Variants breaks the treatment and holdout groups down by variant:
+	// Variants[g][v] counts the targets of group g with variant v ("" for
+	// targets without one), so each variant's treatment can be compared
+	// with the holdout members of the same variant. Excluded targets are
+	// not broken down. CampaignTally leaves it nil (the folded tallies of
+	// deleted runs are kept per group only).
+	Variants map[TargetGroup]map[string]*GroupTally
 }
 
 // GroupTally counts one group's targets.

@@ -18,7 +18,8 @@ import (
 // hashtext(key)): the channel's, which serializes them per channel so that
 // a frequency cap reads every contact planned before it, then the
 // campaign's, which serializes the holdout assignments of one campaign
-// (its runs may be on several channels). Nothing waits for a channel lock
+// (its runs may be on several channels) and so the order of its runs'
+// materialized_seq. Nothing waits for a channel lock
 // while holding a campaign lock, so they cannot deadlock. The two-key
 // space does not overlap the one-key space of the migration lock.
 const (
@@ -32,14 +33,15 @@ var targetCopyColumns = []string{"run_id", "customer_id", "grp", "variant", "sha
 
 // RunMaterialize implements store.Store. In one transaction on one
 // connection: the channel's and the campaign's advisory locks, the run's
-// row lock, a binary COPY of the targets, then set-based statements for
-// MaxPerRun, the ledger and the holdout assignments (see sqlshared). The
-// COPY is fed by the audience query, which runs on a second connection
-// started after the locks were taken (so it sees every ledger entry
-// committed before), and streamed: Plan runs while the previous rows
-// travel to the server. The tally is counted while the targets stream (a
-// GROUP BY of a million rows costs a quarter second), unless MaxPerRun
-// moved some.
+// row lock, a binary COPY of the targets, a set-based statement for
+// MaxPerRun, and the run's row marked materialized: its targets are its
+// ledger entries and holdout assignments (see sqlshared), nothing else is
+// written. The COPY is fed by the audience query, which runs on a second
+// connection started after the locks were taken (so it sees every run
+// materialized before, and every entry committed before), and streamed:
+// Plan runs while the previous rows travel to the server. The tally is
+// counted while the targets stream (a GROUP BY of a million rows costs a
+// quarter second), unless MaxPerRun moved some.
 func (s *Store) RunMaterialize(ctx context.Context, p *store.RunMaterializeParams) (*store.RunTally, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
@@ -100,7 +102,7 @@ func (s *Store) materialize(ctx context.Context, tx pgx.Tx, rc *pgx.Conn, p *sto
 	}
 	if cur.Phase != store.PhasePending {
 		// Another materialization won.
-		tally, err = tallyQuery(ctx, tx, sqlshared.RunTally, p.RunID)
+		tally, err = tallyQuery(ctx, tx, sqlshared.RunTally, p.RunID, sqlshared.NewTally())
 		return tally, nil, err
 	}
 	var state string
@@ -165,19 +167,11 @@ func (s *Store) materialize(ctx context.Context, tx pgx.Tx, rc *pgx.Conn, p *sto
 			return nil, nil, fmt.Errorf("exclude over max: %w", err)
 		}
 	}
-	if _, err := tx.Exec(ctx, sqlshared.LedgerInsert, p.RunID, run.Channel, run.Campaign, now, run.DryRun); err != nil {
-		return nil, nil, fmt.Errorf("record ledger: %w", err)
-	}
-	if run.CampaignUID != "" {
-		if _, err := tx.Exec(ctx, sqlshared.HoldoutInsert, p.RunID, run.CampaignUID); err != nil {
-			return nil, nil, fmt.Errorf("record holdout assignments: %w", err)
-		}
-	}
-	if _, err := tx.Exec(ctx, "UPDATE runs SET phase = 'Materialized' WHERE run_id = $1", p.RunID); err != nil {
+	if _, err := tx.Exec(ctx, sqlshared.MarkMaterialized, p.RunID, now); err != nil {
 		return nil, nil, err
 	}
 	if p.MaxPerRun > 0 {
-		tally, err = tallyQuery(ctx, tx, sqlshared.RunTally, p.RunID)
+		tally, err = tallyQuery(ctx, tx, sqlshared.RunTally, p.RunID, sqlshared.NewTally())
 		return tally, nil, err
 	}
 	return src.tally, nil, nil
@@ -240,7 +234,7 @@ func (a *audienceSource) Next() bool {
 		a.planErr = err
 		return false
 	}
-	sqlshared.AddTally(a.tally, string(t.Group), string(t.State), t.Reason, 1, 0)
+	sqlshared.AddTally(a.tally, string(t.Group), t.Variant, string(t.State), t.Reason, 1, 0)
 	r := a.row
 	r[0], r[1], r[2], r[3], r[4], r[5], r[6] = a.p.RunID, t.CustomerID, string(t.Group), t.Variant, t.Shard, string(t.State), t.Reason
 	r[7] = nullTime(t.NotBefore)

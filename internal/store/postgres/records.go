@@ -10,11 +10,13 @@ import (
 	"github.com/retention-dev/retention-operator/internal/store/internal/sqlshared"
 )
 
-// The records that outlive a run: the contact ledger (counted here;
-// written by RunMaterialize), holdout assignments and opt-outs.
+// The records that outlive a run: the contact ledger (counted here; a
+// stored materialized run's entries are its targets, RunDelete copies them
+// to contacts), holdout assignments (likewise) and opt-outs.
 
-// ContactCounts implements store.Store in one query over the ledger,
-// joined with the audience, grouped by customer.
+// ContactCounts implements store.Store in one query over the ledger and
+// the stored materialized runs' targets, joined with the audience, grouped
+// by customer.
 func (s *Store) ContactCounts(ctx context.Context, p *store.ContactCountsParams, fn func(string, int64) error) error {
 	if err := p.Validate(); err != nil {
 		return err
@@ -37,7 +39,9 @@ func (s *Store) ContactCounts(ctx context.Context, p *store.ContactCountsParams,
 		sqlshared.ContactCounts(audience), p.Channel, p.Since.UTC(), arg)
 }
 
-// HoldoutGet implements store.Store.
+// HoldoutGet implements store.Store in one query over holdout_assignments
+// and the campaign's stored materialized runs' targets (see
+// sqlshared.HoldoutGet).
 func (s *Store) HoldoutGet(ctx context.Context, campaignUID string, customerIDs []string) (map[string]store.TargetGroup, error) {
 	if err := store.CheckKey("campaign uid", campaignUID); err != nil {
 		return nil, err
@@ -47,8 +51,7 @@ func (s *Store) HoldoutGet(ctx context.Context, campaignUID string, customerIDs 
 		return out, nil
 	}
 	err := s.withConn(ctx, func(c *pgx.Conn) error {
-		rows, err := c.Query(ctx, `SELECT customer_id, grp FROM holdout_assignments
-			WHERE campaign_uid = $1 AND customer_id = ANY($2::text[])`, campaignUID, customerIDs)
+		rows, err := c.Query(ctx, sqlshared.HoldoutGet("= ANY($2::text[])"), campaignUID, customerIDs)
 		if err != nil {
 			return err
 		}

@@ -203,8 +203,10 @@ func (s *Store) RunCancel(ctx context.Context, runID string) (int64, error) {
 }
 
 // RunDelete implements store.Store: the run's tally is folded into its
-// campaign's, then the run and its targets go, in one transaction that
-// holds the run's row.
+// campaign's, its ledger entries and holdout assignments are copied to
+// contacts and holdout_assignments, then the run and its targets go, in
+// one transaction that holds the run's row: a reader sees the entries and
+// assignments in the run's targets or in those tables, not both.
 func (s *Store) RunDelete(ctx context.Context, runID string) error {
 	err := s.withTx(ctx, func(tx pgx.Tx) error {
 		if _, err := getRun(ctx, tx, runID, true); errors.Is(err, store.ErrNotFound) {
@@ -214,6 +216,12 @@ func (s *Store) RunDelete(ctx context.Context, runID string) error {
 		}
 		if _, err := tx.Exec(ctx, sqlshared.FoldTally, runID); err != nil {
 			return fmt.Errorf("fold tally: %w", err)
+		}
+		if _, err := tx.Exec(ctx, sqlshared.LedgerKeep, runID); err != nil {
+			return fmt.Errorf("keep ledger entries: %w", err)
+		}
+		if _, err := tx.Exec(ctx, sqlshared.HoldoutKeep, runID); err != nil {
+			return fmt.Errorf("keep holdout assignments: %w", err)
 		}
 		if _, err := tx.Exec(ctx, "DELETE FROM targets WHERE run_id = $1", runID); err != nil {
 			return err
@@ -227,21 +235,21 @@ func (s *Store) RunDelete(ctx context.Context, runID string) error {
 	return nil
 }
 
-// tallyQuery runs a tally query (sqlshared.RunTally or CampaignTally).
-func tallyQuery(ctx context.Context, q querier, sql string, arg string) (*store.RunTally, error) {
-	t := sqlshared.NewTally()
+// tallyQuery runs a tally query (sqlshared.RunTally or CampaignTally)
+// into t (sqlshared.NewTally or NewCampaignTally).
+func tallyQuery(ctx context.Context, q querier, sql string, arg string, t *store.RunTally) (*store.RunTally, error) {
 	rows, err := q.Query(ctx, sql, arg)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var grp, state, reason string
+		var grp, variant, state, reason string
 		var n, converted int64
-		if err := rows.Scan(&grp, &state, &reason, &n, &converted); err != nil {
+		if err := rows.Scan(&grp, &variant, &state, &reason, &n, &converted); err != nil {
 			return nil, err
 		}
-		sqlshared.AddTally(t, grp, state, reason, n, converted)
+		sqlshared.AddTally(t, grp, variant, state, reason, n, converted)
 	}
 	return t, rows.Err()
 }
@@ -254,7 +262,7 @@ func (s *Store) RunTally(ctx context.Context, runID string) (*store.RunTally, er
 			return err
 		}
 		var err error
-		t, err = tallyQuery(ctx, c, sqlshared.RunTally, runID)
+		t, err = tallyQuery(ctx, c, sqlshared.RunTally, runID, sqlshared.NewTally())
 		return err
 	})
 	if err != nil {
@@ -271,7 +279,7 @@ func (s *Store) CampaignTally(ctx context.Context, campaignUID string) (*store.R
 	var t *store.RunTally
 	err := s.withConn(ctx, func(c *pgx.Conn) error {
 		var err error
-		t, err = tallyQuery(ctx, c, sqlshared.CampaignTally, campaignUID)
+		t, err = tallyQuery(ctx, c, sqlshared.CampaignTally, campaignUID, sqlshared.NewCampaignTally())
 		return err
 	})
 	if err != nil {
@@ -282,12 +290,18 @@ func (s *Store) CampaignTally(ctx context.Context, campaignUID string) (*store.R
 
 // runShards returns the run's shard count, or ErrNotFound, and holds the
 // run's row until the transaction ends (targets have no foreign key: the
-// lock keeps RunDelete from deleting the run under them).
+// lock keeps RunDelete from deleting the run under them, and
+// RunMaterialize from materializing it). A run RunMaterialize wrote takes
+// no more targets: ErrConflict.
 func runShards(ctx context.Context, q querier, runID string) (int32, error) {
 	var shards int32
-	err := q.QueryRow(ctx, "SELECT shards FROM runs WHERE run_id = $1 FOR SHARE", runID).Scan(&shards)
+	var materialized bool
+	err := q.QueryRow(ctx, "SELECT shards, materialized_at IS NOT NULL FROM runs WHERE run_id = $1 FOR SHARE", runID).Scan(&shards, &materialized)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, fmt.Errorf("run %s: %w", runID, store.ErrNotFound)
+	}
+	if err == nil && materialized {
+		return 0, fmt.Errorf("run %s was materialized: its targets are its audience: %w", runID, store.ErrConflict)
 	}
 	return shards, err
 }
@@ -505,10 +519,12 @@ func (s *Store) TargetSetSent(ctx context.Context, p *store.TargetSetSentParams)
 
 // voidTransitioned is the tail of a record that voids the ledger entries
 // of the targets it moved to failed or skipped (the CTE "moved"), in the
-// same statement; it returns how many targets moved.
+// same statement, when the run wrote entries of its own (before migration
+// 0003; a later run's entries are its targets, voided with them); it
+// returns how many targets moved.
 const voidTransitioned = `, voided AS (
 		UPDATE contacts c SET void = true FROM moved
-		WHERE moved.state IN ('failed', 'skipped') AND NOT c.void
+		WHERE ` + sqlshared.OwnEntries + ` AND moved.state IN ('failed', 'skipped') AND NOT c.void
 		  AND c.channel = (SELECT channel FROM runs WHERE run_id = $1)
 		  AND c.run_id = $1 AND c.customer_id = moved.customer_id)
 	SELECT count(*) FROM moved`

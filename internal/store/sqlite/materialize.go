@@ -18,9 +18,13 @@ import (
 // write, so with every materialization on any channel, and its reads see
 // every ledger entry committed before. The audience query runs on the
 // transaction's own connection while the targets go in 100-row INSERT
-// statements beside it (SQLite steps both statements on one connection);
-// then set-based statements for MaxPerRun, the ledger and the holdout
-// assignments.
+// statements beside it (SQLite steps both statements on one connection;
+// the query reads targets only in its cap and holdout joins, aggregates
+// it materializes before its first row, and only those of runs marked
+// materialized, which this one is not yet); then a set-based statement
+// for MaxPerRun, and the run's row marked materialized: its targets are
+// its ledger entries and holdout assignments (see sqlshared), nothing else
+// is written.
 func (s *Store) RunMaterialize(ctx context.Context, p *store.RunMaterializeParams) (*store.RunTally, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
@@ -63,7 +67,7 @@ func (s *Store) materialize(ctx context.Context, tx *sql.Tx, p *store.RunMateria
 		return nil, nil, err
 	}
 	if run.Phase != store.PhasePending {
-		tally, err = tallyQuery(ctx, tx, sqlshared.RunTally, p.RunID)
+		tally, err = tallyQuery(ctx, tx, sqlshared.RunTally, p.RunID, sqlshared.NewTally())
 		return tally, nil, err
 	}
 	var state string
@@ -134,7 +138,7 @@ func (s *Store) materialize(ctx context.Context, tx *sql.Tx, p *store.RunMateria
 			if err != nil {
 				return err, nil
 			}
-			sqlshared.AddTally(counted, string(t.Group), string(t.State), t.Reason, 1, 0)
+			sqlshared.AddTally(counted, string(t.Group), t.Variant, string(t.State), t.Reason, 1, 0)
 			if err := w.add(p.RunID, &t); err != nil {
 				if errors.Is(err, store.ErrInvalid) {
 					return err, nil
@@ -161,20 +165,12 @@ func (s *Store) materialize(ctx context.Context, tx *sql.Tx, p *store.RunMateria
 			return nil, nil, fmt.Errorf("exclude over max: %w", err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, sqlshared.LedgerInsert, p.RunID, run.Channel, run.Campaign, now, run.DryRun); err != nil {
-		return nil, nil, fmt.Errorf("record ledger: %w", err)
-	}
-	if run.CampaignUID != "" {
-		if _, err := tx.ExecContext(ctx, sqlshared.HoldoutInsert, p.RunID, run.CampaignUID); err != nil {
-			return nil, nil, fmt.Errorf("record holdout assignments: %w", err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, "UPDATE runs SET phase = 'Materialized' WHERE run_id = ?", p.RunID); err != nil {
+	if _, err := tx.ExecContext(ctx, sqlshared.MarkMaterialized, p.RunID, now); err != nil {
 		return nil, nil, err
 	}
 	if p.MaxPerRun > 0 {
 		// The tally counted while writing is off by the exclusions.
-		tally, err = tallyQuery(ctx, tx, sqlshared.RunTally, p.RunID)
+		tally, err = tallyQuery(ctx, tx, sqlshared.RunTally, p.RunID, sqlshared.NewTally())
 	}
 	return tally, nil, err
 }

@@ -8,10 +8,12 @@ import (
 	"github.com/retention-dev/retention-operator/internal/store/internal/sqlshared"
 )
 
-// The records that outlive a run: the contact ledger (counted here;
-// written by RunMaterialize), holdout assignments and opt-outs.
+// The records that outlive a run: the contact ledger (counted here; a
+// stored materialized run's entries are its targets, RunDelete copies them
+// to contacts), holdout assignments (likewise) and opt-outs.
 
-// ContactCounts implements store.Store in one query over the ledger.
+// ContactCounts implements store.Store in one query over the ledger and
+// the stored materialized runs' targets.
 func (s *Store) ContactCounts(ctx context.Context, p *store.ContactCountsParams, fn func(string, int64) error) error {
 	if err := p.Validate(); err != nil {
 		return err
@@ -57,7 +59,9 @@ func (s *Store) ContactCounts(ctx context.Context, p *store.ContactCountsParams,
 	return nil
 }
 
-// HoldoutGet implements store.Store.
+// HoldoutGet implements store.Store in one query over holdout_assignments
+// and the campaign's stored materialized runs' targets (see
+// sqlshared.HoldoutGet).
 func (s *Store) HoldoutGet(ctx context.Context, campaignUID string, customerIDs []string) (map[string]store.TargetGroup, error) {
 	if err := store.CheckKey("campaign uid", campaignUID); err != nil {
 		return nil, err
@@ -71,8 +75,7 @@ func (s *Store) HoldoutGet(ctx context.Context, campaignUID string, customerIDs 
 		return nil, err
 	}
 	err = func() error {
-		rows, err := s.db.QueryContext(ctx, `SELECT customer_id, grp FROM holdout_assignments
-			WHERE campaign_uid = ? AND customer_id IN (SELECT value FROM json_each(?))`, campaignUID, ids)
+		rows, err := s.db.QueryContext(ctx, sqlshared.HoldoutGet("IN (SELECT value FROM json_each($2))"), campaignUID, ids)
 		if err != nil {
 			return err
 		}

@@ -175,11 +175,19 @@ func (s *Store) RunCancel(ctx context.Context, runID string) (int64, error) {
 }
 
 // RunDelete implements store.Store: the run's tally is folded into its
-// campaign's, then the run and its targets go, in one write transaction.
+// campaign's, its ledger entries and holdout assignments are copied to
+// contacts and holdout_assignments, then the run and its targets go, in
+// one write transaction.
 func (s *Store) RunDelete(ctx context.Context, runID string) error {
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, sqlshared.FoldTally, runID); err != nil {
 			return fmt.Errorf("fold tally: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, sqlshared.LedgerKeep, runID); err != nil {
+			return fmt.Errorf("keep ledger entries: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, sqlshared.HoldoutKeep, runID); err != nil {
+			return fmt.Errorf("keep holdout assignments: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, "DELETE FROM targets WHERE run_id = ?", runID); err != nil {
 			return err
@@ -193,21 +201,21 @@ func (s *Store) RunDelete(ctx context.Context, runID string) error {
 	return nil
 }
 
-// tallyQuery runs a tally query (sqlshared.RunTally or CampaignTally).
-func tallyQuery(ctx context.Context, q queryer, query, arg string) (*store.RunTally, error) {
-	t := sqlshared.NewTally()
+// tallyQuery runs a tally query (sqlshared.RunTally or CampaignTally)
+// into t (sqlshared.NewTally or NewCampaignTally).
+func tallyQuery(ctx context.Context, q queryer, query, arg string, t *store.RunTally) (*store.RunTally, error) {
 	rows, err := q.QueryContext(ctx, query, arg)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var grp, state, reason string
+		var grp, variant, state, reason string
 		var n, converted int64
-		if err := rows.Scan(&grp, &state, &reason, &n, &converted); err != nil {
+		if err := rows.Scan(&grp, &variant, &state, &reason, &n, &converted); err != nil {
 			return nil, err
 		}
-		sqlshared.AddTally(t, grp, state, reason, n, converted)
+		sqlshared.AddTally(t, grp, variant, state, reason, n, converted)
 	}
 	return t, rows.Err()
 }
@@ -217,7 +225,7 @@ func (s *Store) RunTally(ctx context.Context, runID string) (*store.RunTally, er
 	if _, err := s.RunGet(ctx, runID); err != nil {
 		return nil, err
 	}
-	t, err := tallyQuery(ctx, s.db, sqlshared.RunTally, runID)
+	t, err := tallyQuery(ctx, s.db, sqlshared.RunTally, runID, sqlshared.NewTally())
 	if err != nil {
 		return nil, fmt.Errorf("tally run %s: %w", runID, wrapErr(err))
 	}
@@ -229,7 +237,7 @@ func (s *Store) CampaignTally(ctx context.Context, campaignUID string) (*store.R
 	if err := store.CheckKey("campaign uid", campaignUID); err != nil {
 		return nil, err
 	}
-	t, err := tallyQuery(ctx, s.db, sqlshared.CampaignTally, campaignUID)
+	t, err := tallyQuery(ctx, s.db, sqlshared.CampaignTally, campaignUID, sqlshared.NewCampaignTally())
 	if err != nil {
 		return nil, fmt.Errorf("tally campaign %s: %w", campaignUID, wrapErr(err))
 	}
@@ -341,11 +349,17 @@ func (s *Store) TargetInsert(ctx context.Context, p *store.TargetInsertParams) (
 	var inserted int64
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
 		var shards int32
-		if err := tx.QueryRowContext(ctx, "SELECT shards FROM runs WHERE run_id = ?", p.RunID).Scan(&shards); err != nil {
+		var materialized bool
+		if err := tx.QueryRowContext(ctx, "SELECT shards, materialized_at IS NOT NULL FROM runs WHERE run_id = ?", p.RunID).Scan(&shards, &materialized); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return fmt.Errorf("run %s: %w", p.RunID, store.ErrNotFound)
 			}
 			return err
+		}
+		if materialized {
+			// Its targets would be contacts: a run RunMaterialize wrote
+			// takes no more.
+			return fmt.Errorf("run %s was materialized: its targets are its audience: %w", p.RunID, store.ErrConflict)
 		}
 		w, err := newTargetWriter(ctx, tx, true)
 		if err != nil {
@@ -454,9 +468,10 @@ func holder(token string) string {
 
 // voidBatch voids the ledger entries of the targets of a JSON batch ($2,
 // arrays whose first element is the customer id) that are now failed or
-// skipped. $1 run id.
+// skipped, when the run wrote entries of its own (before migration 0003;
+// a later run's entries are its targets, voided with them). $1 run id.
 const voidBatch = `UPDATE contacts SET void = 1
-	WHERE channel = (SELECT channel FROM runs WHERE run_id = ?1) AND run_id = ?1 AND NOT void
+	WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND materialized_at IS NULL) AND channel = (SELECT channel FROM runs WHERE run_id = ?1) AND run_id = ?1 AND NOT void
 	  AND customer_id IN (SELECT t.customer_id FROM targets t
 		WHERE t.run_id = ?1 AND t.state IN ('failed', 'skipped')
 		  AND t.customer_id IN (SELECT value->>0 FROM json_each(?2)))`

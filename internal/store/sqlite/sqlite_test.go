@@ -136,7 +136,7 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	db.Close()
 
 	_, err = OpenPath(ctx, path, store.Options{NoMigrate: true})
-	if !errors.Is(err, store.ErrSchema) || !strings.Contains(err.Error(), "store schema is at version 1; this binary needs version 2: start the operator, which migrates") {
+	if !errors.Is(err, store.ErrSchema) || !strings.Contains(err.Error(), fmt.Sprintf("store schema is at version 1; this binary needs version %d: start the operator, which migrates", ms[len(ms)-1].Version)) {
 		t.Fatalf("NoMigrate on version 1 = %v", err)
 	}
 	s, err := OpenPath(ctx, path, store.Options{Clock: storetest.NewClock()})
@@ -162,4 +162,53 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	} else {
 		s2.Close()
 	}
+}
+
+// TestUpgradeFromVersion2 migrates a database that a version-2 program
+// wrote, with a materialized run still stored whose ledger entries and
+// holdout assignments were written beside its targets: they count once.
+func TestUpgradeFromVersion2(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "v2.db")
+	ms, err := Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := fmt.Sprint(storetest.Epoch.UnixMicro())
+	ids := storetest.LegacyCustomers
+	for _, q := range []string{
+		"CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT",
+		ms[0].SQL, ms[1].SQL,
+		"INSERT INTO schema_migrations VALUES (1, 'init', 0), (2, 'campaigns', 0)",
+		`INSERT INTO runs (run_id, campaign, campaign_uid, channel, segment, snapshot_id, settings, holdout_percent, shards, created_at, phase)
+			VALUES ('legacy', 'ns/c', '` + storetest.LegacyCampaignUID + `', '` + storetest.LegacyChannel + `', 'ns/seg', 1, '{}', 10, 1, ` + at + `, 'Materialized')`,
+		`INSERT INTO targets (run_id, customer_id, grp, shard, state, reason, sent_at) VALUES
+			('legacy', '` + ids[0] + `', 'treatment', 0, 'pending', '', NULL),
+			('legacy', '` + ids[1] + `', 'treatment', 0, 'sent', '', ` + at + `),
+			('legacy', '` + ids[2] + `', 'holdout', 0, 'skipped', 'holdout', NULL),
+			('legacy', '` + ids[3] + `', 'excluded', 0, 'skipped', 'opted_out', NULL)`,
+		`INSERT INTO contacts (channel, customer_id, campaign, run_id, at, void) VALUES
+			('` + storetest.LegacyChannel + `', '` + ids[0] + `', 'ns/c', 'legacy', ` + at + `, 0),
+			('` + storetest.LegacyChannel + `', '` + ids[1] + `', 'ns/c', 'legacy', ` + at + `, 0)`,
+		`INSERT INTO holdout_assignments (campaign_uid, customer_id, grp) VALUES
+			('` + storetest.LegacyCampaignUID + `', '` + ids[0] + `', 'treatment'),
+			('` + storetest.LegacyCampaignUID + `', '` + ids[1] + `', 'treatment'),
+			('` + storetest.LegacyCampaignUID + `', '` + ids[2] + `', 'holdout')`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	s, err := OpenPath(ctx, path, store.Options{Clock: storetest.NewClock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	storetest.CheckUpgradeFromVersion2(ctx, t, s)
 }

@@ -3,7 +3,9 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,7 +31,214 @@ func claimAll(e *env, run, token string) []*store.Target {
 	return got
 }
 
+// probe materializes a run of customers on a channel for a campaign,
+// excluding every member (it plans no contact and records no group), and
+// returns what Plan saw of each: the cap counts since capSince and the
+// recorded groups, as a materialization reads them.
+func probe(e *env, run, channel, campaignUID string, snapshot int64, capSince time.Time, customers []string) map[string]store.AudienceMember {
+	e.t.Helper()
+	applySegment(e, "ns/seg-"+run, snapshot, customers)
+	createCampaignRun(e, e.s, runSpec{id: run, campaignUID: campaignUID, channel: channel, segment: "ns/seg-" + run, snapshot: snapshot})
+	pl := &planner{}
+	materialize(e, e.s, &store.RunMaterializeParams{RunID: run, CapSince: capSince, Plan: func(m *store.AudienceMember, t *store.NewTarget) error {
+		if err := pl.plan(m, t); err != nil {
+			return err
+		}
+		t.Group, t.State, t.Reason = store.GroupExcluded, "", "probe"
+		return nil
+	}})
+	if len(pl.seen) != len(customers) {
+		e.t.Fatalf("probe %s: Plan saw %d members, want %d", run, len(pl.seen), len(customers))
+	}
+	return pl.seen
+}
+
+// probeContacts is the cap join of a probe: customer → contacts, those
+// with none left out (as ContactCounts reports them).
+func probeContacts(seen map[string]store.AudienceMember) map[string]int64 {
+	out := map[string]int64{}
+	for id, m := range seen {
+		if m.Contacts != 0 {
+			out[id] = m.Contacts
+		}
+	}
+	return out
+}
+
 func exerciseLedger(ctx context.Context, t *testing.T, d *Driver) {
+	// Every void entry (failed, skipped by a runner, skipped by Plan,
+	// cancelled, dry run) is never counted, every live one (sent, claimed,
+	// pending) is, by ContactCounts and by a materialization's cap join
+	// alike, while the runs are stored, after some are deleted and after
+	// all are: a deleted run's contacts still count against a cap.
+	t.Run("CapAcrossDeletedRuns", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(ctx, t, d)
+		sn := writeSnapshot(e, e.s, "ns/src", 0, 10)
+		c := cids(0, 10)
+		// Before the cap window.
+		materializeRun(e, "old", "ns/email", sn.ID, c[0], c[1])
+		capSince := e.clock.Advance(time.Hour)
+		// c0 sent, c1 failed for good, c2 claimed, c3 failed and retrying.
+		materializeRun(e, "sent", "ns/email", sn.ID, c[0], c[1], c[2], c[3])
+		claimAll(e, "sent", "w")
+		if n, err := e.s.TargetSetSent(ctx, &store.TargetSetSentParams{RunID: "sent", CustomerIDs: c[:1], Token: "w"}); err != nil || n != 1 {
+			t.Fatalf("sent: %d, %v", n, err)
+		}
+		if n, err := e.s.TargetSetFailed(ctx, &store.TargetSetFailedParams{RunID: "sent", Token: "w", Failures: []store.TargetFailure{
+			{CustomerID: c[1], Error: "bounce"}, {CustomerID: c[3], Error: "503", Retryable: true},
+		}}); err != nil || n != 2 {
+			t.Fatalf("failed: %d, %v", n, err)
+		}
+		e.clock.Advance(time.Minute)
+		// c4 skipped by its runner.
+		materializeRun(e, "skipped", "ns/email", sn.ID, c[4])
+		if n, err := e.s.TargetSetSkipped(ctx, &store.TargetSetSkippedParams{RunID: "skipped", Skips: []store.TargetSkip{{CustomerID: c[4], Reason: store.ReasonQuietHours}}}); err != nil || n != 1 {
+			t.Fatalf("skipped: %d, %v", n, err)
+		}
+		// A dry run of c0..c5: its entries are void from the start.
+		applySegment(e, "ns/seg-dry", sn.ID, c[:6])
+		createCampaignRun(e, e.s, runSpec{id: "dry", channel: "ns/email", segment: "ns/seg-dry", snapshot: sn.ID, dryRun: true})
+		materialize(e, e.s, &store.RunMaterializeParams{RunID: "dry", Plan: (&planner{}).plan})
+		// Plan skips c6's treatment target (void from the start), c7 pending.
+		applySegment(e, "ns/seg-planskip", sn.ID, c[6:8])
+		createCampaignRun(e, e.s, runSpec{id: "planskip", channel: "ns/email", segment: "ns/seg-planskip", snapshot: sn.ID})
+		pl := &planner{}
+		materialize(e, e.s, &store.RunMaterializeParams{RunID: "planskip", Plan: func(m *store.AudienceMember, t *store.NewTarget) error {
+			if err := pl.plan(m, t); err != nil {
+				return err
+			}
+			if m.Customer.ID == c[6] {
+				t.State, t.Reason = store.StateSkipped, store.ReasonQuietHours
+			}
+			return nil
+		}})
+		// c8 cancelled; c9 on another channel.
+		materializeRun(e, "cancelled", "ns/email", sn.ID, c[8])
+		if n, err := e.s.RunCancel(ctx, "cancelled"); err != nil || n != 1 {
+			t.Fatalf("cancel: %d, %v", n, err)
+		}
+		materializeRun(e, "sms", "ns/sms", sn.ID, c[9], c[0])
+
+		inWindow := map[string]int64{c[0]: 1, c[2]: 1, c[3]: 1, c[7]: 1}
+		sinceEpoch := map[string]int64{c[0]: 2, c[1]: 1, c[2]: 1, c[3]: 1, c[7]: 1}
+		probes := 0
+		check := func(when string) {
+			t.Helper()
+			for _, tc := range []struct {
+				since time.Time
+				want  map[string]int64
+			}{{capSince, inWindow}, {Epoch, sinceEpoch}} {
+				if got := contacts(e, e.s, "ns/email", tc.since, c); !reflect.DeepEqual(got, tc.want) {
+					t.Errorf("%s: ContactCounts since %v = %v, want %v", when, tc.since, got, tc.want)
+				}
+				probes++
+				seen := probe(e, fmt.Sprintf("probe%d", probes), "ns/email", "", sn.ID, tc.since, c)
+				if got := probeContacts(seen); !reflect.DeepEqual(got, tc.want) {
+					t.Errorf("%s: materialization's cap join since %v = %v, want %v", when, tc.since, got, tc.want)
+				}
+			}
+			if got, want := contacts(e, e.s, "ns/sms", Epoch, c), map[string]int64{c[0]: 1, c[9]: 1}; !reflect.DeepEqual(got, want) {
+				t.Errorf("%s: other channel = %v, want %v", when, got, want)
+			}
+		}
+		check("runs stored")
+		for _, r := range []string{"sent", "dry", "cancelled"} {
+			if err := e.s.RunDelete(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check("some runs deleted")
+		for _, r := range []string{"old", "skipped", "planskip", "sms", "sent"} {
+			if err := e.s.RunDelete(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := 1; i <= probes; i++ {
+			if err := e.s.RunDelete(ctx, fmt.Sprintf("probe%d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check("all runs deleted")
+	})
+
+	// A run is deleted while another materializes on its channel and a
+	// third materializes for its campaign: the two read its contacts and
+	// groups either from its targets or from the records it moved them to,
+	// never neither, never both.
+	t.Run("DeleteWhileMaterializing", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(ctx, t, d)
+		const n = 300
+		sn := writeSnapshot(e, e.s, "ns/src", 0, n)
+		applySegment(e, "ns/all", sn.ID, cids(0, n))
+		applySegment(e, "ns/half", sn.ID, cids(0, n/2))
+		for round := 0; round < 3; round++ {
+			channel, uid := fmt.Sprintf("ns/email-%d", round), fmt.Sprintf("uid-%d", round)
+			old, capped, grouped := fmt.Sprintf("old%d", round), fmt.Sprintf("capped%d", round), fmt.Sprintf("grouped%d", round)
+			createCampaignRun(e, e.s, runSpec{id: old, campaignUID: uid, channel: channel, segment: "ns/half", snapshot: sn.ID})
+			materialize(e, e.s, &store.RunMaterializeParams{RunID: old, Plan: (&planner{holdout: func(i int) bool { return i%3 == 0 }}).plan})
+			createCampaignRun(e, e.s, runSpec{id: capped, channel: channel, segment: "ns/all", snapshot: sn.ID})
+			createCampaignRun(e, e.s, runSpec{id: grouped, campaignUID: uid, channel: "ns/sms", segment: "ns/all", snapshot: sn.ID})
+			errs := make([]error, 3)
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for i, fn := range []func(s store.Store) error{
+				func(s store.Store) error { return s.RunDelete(ctx, old) },
+				func(s store.Store) error {
+					_, err := s.RunMaterialize(ctx, &store.RunMaterializeParams{RunID: capped, CapSince: Epoch, Plan: (&planner{maxContacts: 1}).plan})
+					return err
+				},
+				func(s store.Store) error {
+					_, err := s.RunMaterialize(ctx, &store.RunMaterializeParams{RunID: grouped, Plan: (&planner{}).plan})
+					return err
+				},
+			} {
+				s := e.open()
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					errs[i] = fn(s)
+				}()
+			}
+			close(start)
+			wg.Wait()
+			for _, err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			// old's treatment targets (i%3 != 0) were contacts; its holdout
+			// ones were not.
+			for id, tg := range targetsOf(e, e.s, capped) {
+				i := cidIndex(id)
+				want := store.GroupTreatment
+				if i < n/2 && i%3 != 0 {
+					want = store.GroupExcluded
+				}
+				if tg.Group != want {
+					t.Errorf("round %d: %s in the capped run: %s/%s, want %s", round, id, tg.Group, tg.Reason, want)
+				}
+			}
+			for id, tg := range targetsOf(e, e.s, grouped) {
+				i := cidIndex(id)
+				want := store.GroupTreatment
+				if i < n/2 && i%3 == 0 {
+					want = store.GroupHoldout
+				}
+				if tg.Group != want {
+					t.Errorf("round %d: %s in the grouped run: %s, want %s", round, id, tg.Group, want)
+				}
+			}
+			for id, k := range contacts(e, e.s, channel, Epoch, cids(0, n)) {
+				if k != 1 {
+					t.Errorf("round %d: %s has %d contacts", round, id, k)
+				}
+			}
+		}
+	})
+
 	t.Run("FrequencyCapCounts", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(ctx, t, d)

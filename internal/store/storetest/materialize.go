@@ -470,6 +470,71 @@ func exerciseMaterialize(ctx context.Context, t *testing.T, d *Driver) {
 		}
 	})
 
+	// A campaign's recorded groups are the first ones recorded, whichever
+	// of its runs is deleted first: HoldoutGet and a materialization's
+	// RecordedGroup agree before, between and after the deletes.
+	t.Run("HoldoutAssignmentsSurviveRunDelete", func(t *testing.T) {
+		t.Parallel()
+		for _, order := range [][]string{{"r2", "r1"}, {"r1", "r2"}} {
+			e := newEnv(ctx, t, d)
+			sn := writeSnapshot(e, e.s, "ns/src", 0, 30)
+			applySegment(e, "ns/first", sn.ID, cids(0, 20))
+			applySegment(e, "ns/second", sn.ID, cids(10, 30))
+			if err := e.s.OptOutAdd(ctx, &store.OptOutAddParams{Channel: "ns/email", CustomerID: cid(1)}); err != nil {
+				t.Fatal(err)
+			}
+			createCampaignRun(e, e.s, runSpec{id: "r1", campaignUID: "uid-c", channel: "ns/email", segment: "ns/first", snapshot: sn.ID})
+			materialize(e, e.s, &store.RunMaterializeParams{RunID: "r1", Plan: (&planner{holdout: func(i int) bool { return i%4 == 0 }}).plan})
+			// The second run ignores what is recorded and holds everyone out.
+			createCampaignRun(e, e.s, runSpec{id: "r2", campaignUID: "uid-c", channel: "ns/sms", segment: "ns/second", snapshot: sn.ID})
+			materialize(e, e.s, &store.RunMaterializeParams{RunID: "r2", Plan: func(m *store.AudienceMember, t *store.NewTarget) error {
+				t.Group = store.GroupHoldout
+				return nil
+			}})
+			createCampaignRun(e, e.s, runSpec{id: "other", campaignUID: "uid-d", channel: "ns/email", segment: "ns/second", snapshot: sn.ID})
+			materialize(e, e.s, &store.RunMaterializeParams{RunID: "other", Plan: (&planner{holdout: func(i int) bool { return i%2 == 0 }}).plan})
+			want := map[string]store.TargetGroup{}
+			for i := 0; i < 30; i++ {
+				switch {
+				case i == 1: // opted out in r1, not in r2: never eligible
+				case i < 20 && i%4 != 0:
+					want[cid(i)] = store.GroupTreatment
+				default:
+					want[cid(i)] = store.GroupHoldout
+				}
+			}
+			wantOther := map[string]store.TargetGroup{}
+			for i := 10; i < 30; i++ {
+				wantOther[cid(i)] = map[bool]store.TargetGroup{true: store.GroupHoldout, false: store.GroupTreatment}[i%2 == 0]
+			}
+			probes := 0
+			check := func(when string) {
+				t.Helper()
+				got, err := e.s.HoldoutGet(ctx, "uid-c", append(cids(0, 30), "stranger"))
+				if err != nil || !reflect.DeepEqual(got, want) {
+					t.Errorf("deleting %v: %s: HoldoutGet = %v, %v; want %v", order, when, got, err, want)
+				}
+				if got, err := e.s.HoldoutGet(ctx, "uid-d", cids(0, 30)); err != nil || !reflect.DeepEqual(got, wantOther) {
+					t.Errorf("deleting %v: %s: another campaign's = %v, %v; want %v", order, when, got, err, wantOther)
+				}
+				probes++
+				seen := probe(e, fmt.Sprintf("probe%d", probes), "ns/push", "uid-c", sn.ID, time.Time{}, cids(0, 30))
+				for id, m := range seen {
+					if m.RecordedGroup != want[id] {
+						t.Errorf("deleting %v: %s: %s: materialization read recorded group %q, want %q", order, when, id, m.RecordedGroup, want[id])
+					}
+				}
+			}
+			check("runs stored")
+			for _, r := range order {
+				if err := e.s.RunDelete(ctx, r); err != nil {
+					t.Fatal(err)
+				}
+				check(r + " deleted")
+			}
+		}
+	})
+
 	t.Run("PlanErrorWritesNothing", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(ctx, t, d)
@@ -580,6 +645,16 @@ func exerciseMaterialize(ctx context.Context, t *testing.T, d *Driver) {
 		createRun(e, "adhoc", "ns/email", 1)
 		if _, err := e.s.RunMaterialize(ctx, &store.RunMaterializeParams{RunID: "adhoc", Plan: plan}); !errors.Is(err, store.ErrInvalid) {
 			t.Errorf("run without a segment: %v, want ErrInvalid", err)
+		}
+		// A run is fed by RunMaterialize or by TargetInsert: targets are
+		// not added to a materialized run (they would be contacts).
+		createCampaignRun(e, e.s, runSpec{id: "fed", channel: "ns/email", segment: "ns/seg", snapshot: sn.ID})
+		materialize(e, e.s, &store.RunMaterializeParams{RunID: "fed", Plan: plan})
+		if _, err := e.s.TargetInsert(ctx, &store.TargetInsertParams{RunID: "fed", Targets: []store.NewTarget{{CustomerID: "extra"}}}); !errors.Is(err, store.ErrConflict) {
+			t.Errorf("TargetInsert into a materialized run = %v, want ErrConflict", err)
+		}
+		if ts := targetsOf(e, e.s, "fed"); len(ts) != 10 {
+			t.Errorf("materialized run has %d targets after a refused insert, want 10", len(ts))
 		}
 		// The snapshot is gone.
 		createCampaignRun(e, e.s, runSpec{id: "gone", channel: "ns/email", segment: "ns/seg", snapshot: sn.ID})

@@ -42,7 +42,142 @@ func campaignTally(e *env, uid string) *store.RunTally {
 	return t
 }
 
+// tallyOf counts targets as RunTally does, by group and by the variants of
+// the treatment and holdout groups.
+func tallyOf(ts map[string]store.Target) *store.RunTally {
+	out := &store.RunTally{Groups: map[store.TargetGroup]*store.GroupTally{}, Variants: map[store.TargetGroup]map[string]*store.GroupTally{}}
+	for _, t := range ts {
+		countTarget(out.Groups, t.Group, &t)
+		if t.Group == store.GroupExcluded {
+			continue
+		}
+		if out.Variants[t.Group] == nil {
+			out.Variants[t.Group] = map[string]*store.GroupTally{}
+		}
+		countTarget(out.Variants[t.Group], t.Variant, &t)
+	}
+	return out
+}
+
+// countTarget adds a target to the tally m[key].
+func countTarget[K comparable](m map[K]*store.GroupTally, key K, t *store.Target) {
+	g := m[key]
+	if g == nil {
+		g = &store.GroupTally{ByState: map[store.TargetState]int64{}, SkippedByReason: map[string]int64{}}
+		m[key] = g
+	}
+	g.Total++
+	g.ByState[t.State]++
+	if t.State == store.StateSkipped {
+		g.SkippedByReason[t.Reason]++
+	}
+	if !t.ConvertedAt.IsZero() {
+		g.Converted++
+	}
+}
+
 func exerciseTally(ctx context.Context, t *testing.T, d *Driver) {
+	// A run with two variants in both experiment groups: RunTally and
+	// RunMaterialize's tally break the treatment and holdout groups down by
+	// variant; excluded targets are not broken down, CampaignTally is not.
+	t.Run("Variants", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(ctx, t, d)
+		sn := writeSnapshot(e, e.s, "ns/src", 0, 40)
+		applySegment(e, "ns/seg", sn.ID, cids(0, 40))
+		if err := e.s.OptOutAdd(ctx, &store.OptOutAddParams{Channel: "ns/email", CustomerID: cid(0)}); err != nil {
+			t.Fatal(err)
+		}
+		pl := &planner{holdout: func(i int) bool { return i%4 == 0 }}
+		plan := func(m *store.AudienceMember, t *store.NewTarget) error {
+			if err := pl.plan(m, t); err != nil {
+				return err
+			}
+			t.Variant = map[bool]string{true: "a", false: "b"}[cidIndex(m.Customer.ID)%2 == 0]
+			return nil
+		}
+		createCampaignRun(e, e.s, runSpec{id: "r", campaignUID: "uid-v", channel: "ns/email", segment: "ns/seg", snapshot: sn.ID})
+		got := materialize(e, e.s, &store.RunMaterializeParams{RunID: "r", Plan: plan})
+		if want := tallyOf(targetsOf(e, e.s, "r")); !reflect.DeepEqual(got, want) {
+			t.Errorf("RunMaterialize tally = %+v, want %+v", got, want)
+		}
+		if want := tally(e, "r"); !reflect.DeepEqual(got, want) {
+			t.Errorf("RunMaterialize tally = %+v, RunTally = %+v", got, want)
+		}
+		// c0 opted out; holdout c4, c8, … c36 (all variant a); treatment
+		// the other even ones (a) and every odd one (b).
+		total := func(tl *store.RunTally, g store.TargetGroup, v string) int64 {
+			if vt := tl.Variants[g][v]; vt != nil {
+				return vt.Total
+			}
+			return 0
+		}
+		for _, tc := range []struct {
+			g    store.TargetGroup
+			v    string
+			want int64
+		}{{store.GroupTreatment, "a", 10}, {store.GroupTreatment, "b", 20}, {store.GroupHoldout, "a", 9}, {store.GroupHoldout, "b", 0}} {
+			if n := total(got, tc.g, tc.v); n != tc.want {
+				t.Errorf("%s variant %s: %d targets, want %d", tc.g, tc.v, n, tc.want)
+			}
+		}
+		if _, ok := got.Variants[store.GroupExcluded]; ok {
+			t.Errorf("excluded targets broken down by variant: %+v", got.Variants[store.GroupExcluded])
+		}
+
+		// Delivery and conversions.
+		claimed := targetIDs(claimAll(e, "r", "w"))
+		if len(claimed) != 30 {
+			t.Fatalf("claimed %d, want 30", len(claimed))
+		}
+		e.s.TargetSetSent(ctx, &store.TargetSetSentParams{RunID: "r", CustomerIDs: claimed[:20], Token: "w"})
+		e.s.TargetSetFailed(ctx, &store.TargetSetFailedParams{RunID: "r", Token: "w", Failures: []store.TargetFailure{
+			{CustomerID: claimed[20], Error: "bounce"}, {CustomerID: claimed[21], Error: "bounce"}}})
+		e.s.TargetSetSkipped(ctx, &store.TargetSetSkippedParams{RunID: "r", Token: "w", Skips: []store.TargetSkip{
+			{CustomerID: claimed[22], Reason: store.ReasonQuietHours}, {CustomerID: claimed[23], Reason: store.ReasonQuietHours}}})
+		ref := e.clock.Now()
+		if ok, err := e.s.RunSetPhase(ctx, &store.RunSetPhaseParams{RunID: "r", To: store.PhaseSending, ReferenceAt: ref}); err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+		var conv []store.Conversion
+		for _, i := range []int{1, 2, 3, 4, 8, 0} { // b, a, b treatment; a, a holdout; excluded
+			conv = append(conv, store.Conversion{CustomerID: cid(i), At: ref.Add(time.Hour)})
+		}
+		if _, err := e.s.ConversionRecord(ctx, &store.ConversionRecordParams{RunID: "r", Conversions: conv}); err != nil {
+			t.Fatal(err)
+		}
+		got = tally(e, "r")
+		if want := tallyOf(targetsOf(e, e.s, "r")); !reflect.DeepEqual(got, want) {
+			t.Errorf("after delivery: RunTally = %+v, want %+v", got, want)
+		}
+		for _, tc := range []struct {
+			g    store.TargetGroup
+			v    string
+			want int64
+		}{{store.GroupTreatment, "a", 1}, {store.GroupTreatment, "b", 2}, {store.GroupHoldout, "a", 2}} {
+			if vt := got.Variants[tc.g][tc.v]; vt == nil || vt.Converted != tc.want {
+				t.Errorf("%s variant %s: converted %+v, want %d", tc.g, tc.v, vt, tc.want)
+			}
+		}
+		var sent int64
+		for _, v := range got.Variants[store.GroupTreatment] {
+			sent += v.ByState[store.StateSent]
+		}
+		if sent != 20 {
+			t.Errorf("sent across variants = %d, want 20", sent)
+		}
+
+		// With MaxPerRun the tally is counted after the exclusions.
+		createCampaignRun(e, e.s, runSpec{id: "max", campaignUID: "uid-v2", channel: "ns/email", segment: "ns/seg", snapshot: sn.ID})
+		got = materialize(e, e.s, &store.RunMaterializeParams{RunID: "max", Plan: plan, MaxPerRun: 15})
+		if want := tallyOf(targetsOf(e, e.s, "max")); !reflect.DeepEqual(got, want) {
+			t.Errorf("with MaxPerRun: RunMaterialize tally = %+v, want %+v", got, want)
+		}
+		if ct := campaignTally(e, "uid-v"); ct.Variants != nil {
+			t.Errorf("CampaignTally has variants: %+v", ct.Variants)
+		}
+	})
+
 	t.Run("CampaignTallySurvivesRunDelete", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(ctx, t, d)

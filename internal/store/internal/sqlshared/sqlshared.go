@@ -2,6 +2,18 @@
 // and the Go that folds its results, so that a tally, the contact ledger,
 // holdout assignments and the frequency cap are written once.
 //
+// A materialized run writes its targets and nothing else: while it is
+// stored, its treatment targets are its contact ledger entries and its
+// eligible targets its holdout assignments (runs.materialized_at and
+// materialized_seq mark such a run; migration 0003). What counts a
+// contact or reads a recorded group reads both the records that outlive
+// runs (contacts, holdout_assignments) and the targets of the stored
+// materialized runs; RunDelete moves a run's entries and assignments into
+// those records (LedgerKeep, HoldoutKeep) in the transaction that deletes
+// its targets, so a reader sees them in one place or the other, never in
+// both nor in neither. Runs materialized before 0003 wrote their entries
+// and assignments to the records already and carry no mark.
+//
 // Placeholders are $n. PostgreSQL reads them as its own; SQLite reads $n as
 // a parameter named "$n", and modernc.org/sqlite binds the parameter named
 // $n to the n-th argument (sqlshared_test.go checks it). Literals true and
@@ -25,16 +37,18 @@ import (
 	"github.com/retention-dev/retention-operator/internal/store"
 )
 
-// RunTally counts one run's targets. $1 run id.
-const RunTally = `SELECT grp, state, reason, count(*), count(converted_at)
-	FROM targets WHERE run_id = $1 GROUP BY grp, state, reason`
+// RunTally counts one run's targets, one row per (group, variant, state,
+// reason). $1 run id.
+const RunTally = `SELECT grp, variant, state, reason, count(*), count(converted_at)
+	FROM targets WHERE run_id = $1 GROUP BY grp, variant, state, reason`
 
 // CampaignTally counts a campaign's targets: the folded tallies of its
 // deleted runs and the targets of its stored runs, one row per (group,
-// state, reason) and part; the caller adds them up. $1 campaign UID.
-const CampaignTally = `SELECT grp, state, reason, n, converted FROM campaign_tallies WHERE campaign_uid = $1
+// state, reason) and part, with the columns of RunTally (variant empty);
+// the caller adds them up. $1 campaign UID.
+const CampaignTally = `SELECT grp, '' AS variant, state, reason, n, converted FROM campaign_tallies WHERE campaign_uid = $1
 	UNION ALL
-	SELECT t.grp, t.state, t.reason, count(*), count(t.converted_at)
+	SELECT t.grp, '', t.state, t.reason, count(*), count(t.converted_at)
 	FROM targets t JOIN runs r ON r.run_id = t.run_id
 	WHERE r.campaign_uid = $1
 	GROUP BY t.grp, t.state, t.reason`
@@ -64,43 +78,109 @@ const OverMax = `UPDATE targets SET grp = 'excluded', state = 'skipped', reason 
 // NoLimit is the $3 of OverMax.
 const NoLimit = int64(math.MaxInt64)
 
-// LedgerInsert records one contact ledger entry per treatment target of a
-// run. An entry whose target will not be sent (skipped at
-// materialization, or any target of a dry run) is void from the start, so
-// it is kept for the record but never counted. $1 run id, $2 channel,
-// $3 campaign key, $4 time, $5 dry run.
-const LedgerInsert = `INSERT INTO contacts (channel, customer_id, campaign, run_id, at, void)
-	SELECT $2, customer_id, $3, run_id, $4, (state <> 'pending' OR $5)
-	FROM targets WHERE run_id = $1 AND grp = 'treatment'`
+// MarkMaterialized ends a materialization: the run becomes Materialized,
+// stamped with the time of its ledger entries and numbered after every
+// run of its campaign materialized before it (the order in which their
+// groups were recorded: the callers serialize the materializations of a
+// campaign). $1 run id, $2 time.
+const MarkMaterialized = `UPDATE runs SET phase = 'Materialized', materialized_at = $2,
+	materialized_seq = (SELECT coalesce(max(p.materialized_seq), 0) + 1 FROM runs p WHERE p.campaign_uid = runs.campaign_uid)
+	WHERE run_id = $1`
 
-// HoldoutInsert records the holdout assignment of every eligible target of
-// a run that has none yet; a recorded assignment is never changed. An
-// anti-join rather than ON CONFLICT DO NOTHING, whose speculative insertion
-// made this statement 1.7 times slower on PostgreSQL: the callers serialize
-// the materializations of one campaign instead (an advisory lock on
-// PostgreSQL, the write lock on SQLite). $1 run id, $2 campaign UID.
-const HoldoutInsert = `INSERT INTO holdout_assignments (campaign_uid, customer_id, grp)
-	SELECT $2, t.customer_id, t.grp FROM targets t
-	WHERE t.run_id = $1 AND t.grp IN ('treatment', 'holdout')
-	  AND NOT EXISTS (SELECT 1 FROM holdout_assignments h WHERE h.campaign_uid = $2 AND h.customer_id = t.customer_id)`
+// liveEntry is the condition on a target t of a materialized run r that
+// its ledger entry is live: a treatment target not failed or skipped (so
+// pending, claimed or sent) of a run that is not a dry run. The other
+// treatment targets' entries are void.
+const liveEntry = `t.grp = 'treatment' AND t.state IN ('pending', 'claimed', 'sent') AND NOT r.dry_run`
+
+// runEntries are the live ledger entries (customer ids) of the stored
+// materialized runs on channel $1 since time $since.
+func runEntries(channel, since string) string {
+	return `SELECT t.customer_id FROM runs r JOIN targets t ON t.run_id = r.run_id
+		WHERE r.channel = ` + channel + ` AND r.materialized_at >= ` + since + ` AND ` + liveEntry
+}
+
+// runGroups are the holdout assignments the stored materialized runs of
+// campaign $campaign recorded, one row (customer_id, grp) per customer:
+// the group of its eligible target in the first of them, by
+// materialization order (materialized_seq*2 + 1 for holdout: the least is
+// the first run's, its parity the group). filter adds conditions on t.
+func runGroups(campaign, filter string) string {
+	return `SELECT t.customer_id,
+			CASE min(r.materialized_seq * 2 + CASE WHEN t.grp = 'holdout' THEN 1 ELSE 0 END) % 2
+				WHEN 1 THEN 'holdout' ELSE 'treatment' END AS grp
+		FROM runs r JOIN targets t ON t.run_id = r.run_id
+		WHERE r.campaign_uid = ` + campaign + ` AND r.campaign_uid <> '' AND r.materialized_seq IS NOT NULL
+		  AND t.grp IN ('treatment', 'holdout')` + filter + `
+		GROUP BY t.customer_id`
+}
+
+// LedgerKeep copies the ledger entries of a materialized run into
+// contacts before the run is deleted (in the same transaction): one per
+// treatment target, at the run's materialization, void unless live. A run
+// materialized before migration 0003 has its entries there already. $1
+// run id.
+const LedgerKeep = `INSERT INTO contacts (channel, customer_id, campaign, run_id, at, void)
+	SELECT r.channel, t.customer_id, r.campaign, r.run_id, r.materialized_at, NOT (` + liveEntry + `)
+	FROM runs r JOIN targets t ON t.run_id = r.run_id
+	WHERE r.run_id = $1 AND r.materialized_at IS NOT NULL AND t.grp = 'treatment'`
+
+// HoldoutKeep copies the holdout assignments a materialized run recorded
+// into holdout_assignments before the run is deleted (in the same
+// transaction): the group of each of its eligible targets whose customer
+// has none recorded, neither in holdout_assignments nor by a stored run of
+// the campaign materialized before it (that run's group is the recorded
+// one, and it will be copied when that run is deleted). A recorded
+// assignment is never changed. $1 run id.
+const HoldoutKeep = `INSERT INTO holdout_assignments (campaign_uid, customer_id, grp)
+	SELECT r.campaign_uid, t.customer_id, t.grp
+	FROM runs r JOIN targets t ON t.run_id = r.run_id
+	WHERE r.run_id = $1 AND r.materialized_seq IS NOT NULL AND r.campaign_uid <> ''
+	  AND t.grp IN ('treatment', 'holdout')
+	  AND NOT EXISTS (SELECT 1 FROM holdout_assignments h WHERE h.campaign_uid = r.campaign_uid AND h.customer_id = t.customer_id)
+	  AND NOT EXISTS (SELECT 1 FROM runs p JOIN targets pt ON pt.run_id = p.run_id
+		WHERE p.campaign_uid = r.campaign_uid AND p.materialized_seq < r.materialized_seq
+		  AND pt.customer_id = t.customer_id AND pt.grp IN ('treatment', 'holdout'))`
+
+// HoldoutGet returns the recorded groups (customer_id, grp) of listed
+// customers of campaign $1: those in holdout_assignments, and those the
+// campaign's stored materialized runs recorded for the others. inList
+// renders "IN the list of text parameter $2" in the dialect.
+func HoldoutGet(inList string) string {
+	return `SELECT customer_id, grp FROM holdout_assignments WHERE campaign_uid = $1 AND customer_id ` + inList + `
+	UNION ALL
+	SELECT g.customer_id, g.grp FROM (` + runGroups("$1", " AND t.customer_id "+inList) + `) g
+	WHERE NOT EXISTS (SELECT 1 FROM holdout_assignments h WHERE h.campaign_uid = $1 AND h.customer_id = g.customer_id)`
+}
 
 // CancelTargets skips a run's pending targets with reason cancelled.
 // $1 run id.
 const CancelTargets = `UPDATE targets SET state = 'skipped', reason = 'cancelled', not_before = NULL
 	WHERE run_id = $1 AND state = 'pending'`
 
+// OwnEntries is the condition that run $1 wrote ledger entries of its
+// own, those that the void statements update: a run materialized before
+// migration 0003 (a later one's entries are its targets). An uncorrelated
+// EXISTS: both databases evaluate it once, and skip the statement when it
+// is false.
+const OwnEntries = `EXISTS (SELECT 1 FROM runs WHERE run_id = $1 AND materialized_at IS NULL)`
+
 // VoidRun voids the ledger entries of a run whose targets ended failed or
 // skipped. $1 run id, $2 the run's channel.
 const VoidRun = `UPDATE contacts SET void = true
-	WHERE channel = $2 AND run_id = $1 AND NOT void AND customer_id IN (
+	WHERE ` + OwnEntries + ` AND channel = $2 AND run_id = $1 AND NOT void AND customer_id IN (
 		SELECT customer_id FROM targets WHERE run_id = $1 AND state IN ('failed', 'skipped'))`
 
 // ContactCounts counts the live ledger entries per customer of an
-// audience on a channel since a time; audience is a SELECT of customer
-// ids that may use $3. $1 channel, $2 since.
+// audience on a channel since a time: those in contacts and those of the
+// stored materialized runs; audience is a SELECT of customer ids that may
+// use $3. $1 channel, $2 since.
 func ContactCounts(audience string) string {
-	return `SELECT customer_id, count(*) FROM contacts
-	WHERE channel = $1 AND at >= $2 AND NOT void AND customer_id IN (` + audience + `)
+	return `SELECT customer_id, count(*) FROM (
+		SELECT customer_id FROM contacts
+		WHERE channel = $1 AND at >= $2 AND NOT void AND customer_id IN (` + audience + `)
+		UNION ALL
+		` + runEntries("$1", "$2") + ` AND t.customer_id IN (` + audience + `)) e
 	GROUP BY customer_id`
 }
 
@@ -114,8 +194,10 @@ const (
 // AudienceQuery is the read of RunMaterialize: a segment's members joined
 // with their records in a snapshot table and, per member, set-based: in a
 // suppression segment, opted out on the channel, live ledger entries on
-// the channel since the cap window's start, recorded holdout group. Its
-// columns: customer_id, data, suppressed, opted_out, contacts, recorded.
+// the channel since the cap window's start (in contacts and of the stored
+// materialized runs), recorded holdout group (in holdout_assignments, else
+// by the campaign's stored materialized runs). Its columns: customer_id,
+// data, suppressed, opted_out, contacts, recorded.
 type AudienceQuery struct {
 	// SnapshotTable is the quoted name of the snapshot's table.
 	SnapshotTable string
@@ -144,12 +226,13 @@ func (q AudienceQuery) SQL() string {
 	} else {
 		b.WriteString(`CAST(0 AS bigint), `)
 	}
-	b.WriteString(`coalesce(h.grp, '')
+	b.WriteString(`coalesce(h.grp, rg.grp, '')
 	FROM segments g
 	JOIN memberships m ON m.segment_id = g.id
 	JOIN ` + q.SnapshotTable + ` s ON s.customer_id = m.customer_id
 	LEFT JOIN opt_outs o ON o.channel = $3 AND o.customer_id = m.customer_id
-	LEFT JOIN holdout_assignments h ON h.campaign_uid = $4 AND h.customer_id = m.customer_id`)
+	LEFT JOIN holdout_assignments h ON h.campaign_uid = $4 AND h.customer_id = m.customer_id
+	LEFT JOIN (` + runGroups("$4", "") + `) rg ON rg.customer_id = m.customer_id`)
 	if q.Suppress {
 		fmt.Fprintf(&b, `
 	LEFT JOIN (SELECT DISTINCT sm.customer_id FROM memberships sm JOIN segments sg ON sg.id = sm.segment_id
@@ -157,26 +240,51 @@ func (q AudienceQuery) SQL() string {
 		next++
 	}
 	if q.Cap {
+		since := "$" + strconv.Itoa(next)
 		b.WriteString(`
-	LEFT JOIN (SELECT customer_id, count(*) AS n FROM contacts
-		WHERE channel = $3 AND at >= $` + strconv.Itoa(next) + ` AND NOT void GROUP BY customer_id) c ON c.customer_id = m.customer_id`)
+	LEFT JOIN (SELECT customer_id, count(*) AS n FROM (
+			SELECT customer_id FROM contacts WHERE channel = $3 AND at >= ` + since + ` AND NOT void
+			UNION ALL
+			` + runEntries("$3", since) + `) e
+		GROUP BY customer_id) c ON c.customer_id = m.customer_id`)
 	}
 	b.WriteString(`
 	WHERE g.key = $1 AND m.entered_snapshot >= $2`)
 	return b.String()
 }
 
-// NewTally returns an empty tally.
+// NewTally returns an empty run tally, with variants.
 func NewTally() *store.RunTally {
+	return &store.RunTally{Groups: map[store.TargetGroup]*store.GroupTally{}, Variants: map[store.TargetGroup]map[string]*store.GroupTally{}}
+}
+
+// NewCampaignTally returns an empty campaign tally: groups only.
+func NewCampaignTally() *store.RunTally {
 	return &store.RunTally{Groups: map[store.TargetGroup]*store.GroupTally{}}
 }
 
-// AddTally adds one row of RunTally or CampaignTally to t.
-func AddTally(t *store.RunTally, grp, state, reason string, n, converted int64) {
-	g := t.Groups[store.TargetGroup(grp)]
+// AddTally adds one row of RunTally or CampaignTally to t: to its group,
+// and to its variant's tally when t keeps variants (Variants not nil) and
+// the group is treatment or holdout.
+func AddTally(t *store.RunTally, grp, variant, state, reason string, n, converted int64) {
+	g := store.TargetGroup(grp)
+	addGroup(t.Groups, g, state, reason, n, converted)
+	if t.Variants == nil || (g != store.GroupTreatment && g != store.GroupHoldout) {
+		return
+	}
+	vs := t.Variants[g]
+	if vs == nil {
+		vs = map[string]*store.GroupTally{}
+		t.Variants[g] = vs
+	}
+	addGroup(vs, variant, state, reason, n, converted)
+}
+
+func addGroup[K comparable](m map[K]*store.GroupTally, key K, state, reason string, n, converted int64) {
+	g := m[key]
 	if g == nil {
 		g = &store.GroupTally{ByState: map[store.TargetState]int64{}, SkippedByReason: map[string]int64{}}
-		t.Groups[store.TargetGroup(grp)] = g
+		m[key] = g
 	}
 	g.Total += n
 	g.ByState[store.TargetState(state)] += n

@@ -68,18 +68,38 @@ func TestAudienceQueryParameters(t *testing.T) {
 func TestAddTally(t *testing.T) {
 	t.Parallel()
 	tl := NewTally()
-	AddTally(tl, "treatment", "sent", "", 5, 2)
-	AddTally(tl, "treatment", "skipped", "quiet_hours", 1, 0)
-	AddTally(tl, "treatment", "skipped", "quiet_hours", 2, 1)
-	AddTally(tl, "excluded", "skipped", "over_max", 4, 0)
+	AddTally(tl, "treatment", "a", "sent", "", 5, 2)
+	AddTally(tl, "treatment", "b", "skipped", "quiet_hours", 1, 0)
+	AddTally(tl, "treatment", "a", "skipped", "quiet_hours", 2, 1)
+	AddTally(tl, "holdout", "a", "skipped", "holdout", 3, 1)
+	AddTally(tl, "excluded", "b", "skipped", "over_max", 4, 0)
 	want := &store.RunTally{Groups: map[store.TargetGroup]*store.GroupTally{
 		store.GroupTreatment: {Total: 8, Converted: 3, ByState: map[store.TargetState]int64{store.StateSent: 5, store.StateSkipped: 3},
 			SkippedByReason: map[string]int64{store.ReasonQuietHours: 3}},
+		store.GroupHoldout: {Total: 3, Converted: 1, ByState: map[store.TargetState]int64{store.StateSkipped: 3},
+			SkippedByReason: map[string]int64{store.ReasonHoldout: 3}},
 		store.GroupExcluded: {Total: 4, ByState: map[store.TargetState]int64{store.StateSkipped: 4},
 			SkippedByReason: map[string]int64{store.ReasonOverMax: 4}},
+	}, Variants: map[store.TargetGroup]map[string]*store.GroupTally{
+		store.GroupTreatment: {
+			"a": {Total: 7, Converted: 3, ByState: map[store.TargetState]int64{store.StateSent: 5, store.StateSkipped: 2},
+				SkippedByReason: map[string]int64{store.ReasonQuietHours: 2}},
+			"b": {Total: 1, ByState: map[store.TargetState]int64{store.StateSkipped: 1},
+				SkippedByReason: map[string]int64{store.ReasonQuietHours: 1}},
+		},
+		store.GroupHoldout: {
+			"a": {Total: 3, Converted: 1, ByState: map[store.TargetState]int64{store.StateSkipped: 3},
+				SkippedByReason: map[string]int64{store.ReasonHoldout: 3}},
+		},
 	}}
 	if !reflect.DeepEqual(tl, want) {
 		t.Errorf("tally = %+v, want %+v", tl, want)
+	}
+	// A campaign tally keeps groups only.
+	ct := NewCampaignTally()
+	AddTally(ct, "treatment", "", "sent", "", 5, 2)
+	if ct.Variants != nil || ct.Groups[store.GroupTreatment].Total != 5 {
+		t.Errorf("campaign tally = %+v", ct)
 	}
 }
 
