@@ -47,8 +47,9 @@ verify-generated: ## Fail when `make manifests generate` would change a checked-
 ##@ Build
 
 .PHONY: build
-build: ## Build bin/retention-operator.
+build: ## Build bin/retention-operator and the outreach runner bin/retention-outreach.
 	CGO_ENABLED=0 go build -trimpath -o bin/retention-operator .
+	CGO_ENABLED=0 go build -trimpath -o bin/retention-outreach ./cmd/retention-outreach
 
 .PHONY: manifests
 manifests: ## Generate CRDs and RBAC from the markers.

@@ -12,8 +12,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -21,6 +23,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -28,6 +31,8 @@ import (
 	"github.com/retention-dev/retention-operator/controllers"
 	"github.com/retention-dev/retention-operator/internal/cli"
 	"github.com/retention-dev/retention-operator/internal/metrics"
+	"github.com/retention-dev/retention-operator/internal/outreach/unsubscribe"
+	"github.com/retention-dev/retention-operator/internal/outreachcmd"
 	"github.com/retention-dev/retention-operator/internal/store"
 	// The store drivers register their URL schemes.
 	_ "github.com/retention-dev/retention-operator/internal/store/postgres"
@@ -51,6 +56,8 @@ func main() {
 		os.Exit(cli.Generate(args, os.Stdout, os.Stderr))
 	case "preview":
 		os.Exit(cli.Preview(args, os.Stdout, os.Stderr))
+	case "outreach":
+		os.Exit(outreachcmd.Main(args, os.Stderr))
 	case "version":
 		fmt.Println(version)
 	case "help":
@@ -70,6 +77,7 @@ commands:
   score     score a CSV offline and print the fitted models (score -h)
   generate  write synthetic customers and transactions (generate -h)
   preview   evaluate a Segment manifest offline against a CSV (preview -h)
+  outreach  send one shard of a campaign run: an outreach Job's entrypoint (outreach -h)
   version   print the version
 `)
 }
@@ -95,6 +103,9 @@ func runManager(args []string) int {
 	fs.StringVar(&runner.StoreSecretName, "store-secret", "retention-store", "Secret in the jobs namespace whose key --store-secret-key holds the store URL for the Jobs' pods")
 	fs.StringVar(&runner.StoreSecretKey, "store-secret-key", "dsn", "key of --store-secret that holds the store URL")
 	fs.BoolVar(&runner.LocalProcesses, "jobs-local-processes", false, "the Jobs' pods run as processes on this machine (the local harness and demo): give them the store URL as a literal, so they may share a SQLite file")
+	unsubURL := fs.String("unsubscribe-url", "", "public https base URL of the one-click unsubscribe endpoint (RFC 8058), e.g. https://retention.example.com; empty puts no unsubscribe link in messages")
+	unsubKeyFile := fs.String("unsubscribe-key-file", "", "file holding the key (at least 32 bytes) that signs unsubscribe tokens: mount it from a Secret; required with --unsubscribe-url")
+	unsubAddr := fs.String("unsubscribe-bind-address", ":8082", "address the unsubscribe endpoint binds to; \"0\" disables it")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -125,6 +136,23 @@ func runManager(args []string) int {
 		log.Error(err, "registering metrics")
 		return 1
 	}
+	if *unsubURL != "" {
+		key, err := os.ReadFile(*unsubKeyFile)
+		if err == nil {
+			err = unsubscribe.ValidateKey(key)
+		}
+		if err != nil {
+			log.Error(err, "reading the unsubscribe key (--unsubscribe-key-file)")
+			return 2
+		}
+		runner.UnsubscribeBaseURL, runner.UnsubscribeKey = *unsubURL, key
+		if *unsubAddr != "0" {
+			if err := mgr.Add(unsubscribeServer(*unsubAddr, key, stores, m)); err != nil {
+				log.Error(err, "adding the unsubscribe endpoint")
+				return 1
+			}
+		}
+	}
 	if err := setupReconcilers(mgr, stores, m, runner); err != nil {
 		log.Error(err, "setting up reconcilers")
 		return 1
@@ -143,6 +171,36 @@ func runManager(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// unsubscribeServer serves the one-click unsubscribe endpoint on every
+// replica (it is not leader-only: opt-outs go straight to the store).
+func unsubscribeServer(addr string, key []byte, stores *controllers.StoreProvider, m *metrics.Metrics) manager.Runnable {
+	h := unsubscribe.Handler(unsubscribe.HandlerConfig{
+		Key:     key,
+		OptOuts: storeOptOuts{stores},
+		OnOptOut: func(channel string) {
+			ns, name, _ := strings.Cut(channel, "/")
+			m.ChannelOptOutsTotal.WithLabelValues(ns, name).Inc()
+		},
+		Log: ctrl.Log.WithName("unsubscribe"),
+	})
+	mux := http.NewServeMux()
+	mux.Handle(unsubscribe.PathPrefix, h)
+	return &manager.Server{Name: "unsubscribe", Server: &http.Server{Addr: addr, Handler: mux,
+		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}}
+}
+
+// storeOptOuts records opt-outs in the operator's store, reached when a
+// request comes (the store may be down at start-up).
+type storeOptOuts struct{ stores *controllers.StoreProvider }
+
+func (s storeOptOuts) OptOutAdd(ctx context.Context, p *store.OptOutAddParams) error {
+	st, err := s.stores.Get(ctx)
+	if err != nil {
+		return err
+	}
+	return st.OptOutAdd(ctx, p)
 }
 
 // setupReconcilers registers one reconciler per kind.

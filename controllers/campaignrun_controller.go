@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -267,7 +268,40 @@ func (r *CampaignRunReconciler) refreshCounts(ctx context.Context, st store.Stor
 	a := audienceCounts(tally)
 	d := deliveryCounts(tally)
 	run.Status.Audience, run.Status.Delivery = &a, &d
+	run.Status.Variants = variantCounts(tally)
 	return nil
+}
+
+// variantCounts reads the per-variant split out of a tally, by name; nil
+// for a message without variants.
+func variantCounts(t *store.RunTally) []retentionv1.VariantCounts {
+	byName := map[string]*retentionv1.VariantCounts{}
+	get := func(name string) *retentionv1.VariantCounts {
+		if byName[name] == nil {
+			byName[name] = &retentionv1.VariantCounts{Name: name}
+		}
+		return byName[name]
+	}
+	for name, g := range t.Variants[store.GroupTreatment] {
+		if name != "" {
+			v := get(name)
+			v.Treatment, v.Sent, v.Failed = g.Total, g.ByState[store.StateSent], g.ByState[store.StateFailed]
+		}
+	}
+	for name, g := range t.Variants[store.GroupHoldout] {
+		if name != "" {
+			get(name).Holdout = g.Total
+		}
+	}
+	if len(byName) == 0 {
+		return nil
+	}
+	out := make([]retentionv1.VariantCounts, 0, len(byName))
+	for _, v := range byName {
+		out = append(out, *v)
+	}
+	slices.SortFunc(out, func(a, b retentionv1.VariantCounts) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 func succeededMessage(run *retentionv1.CampaignRun) string {

@@ -30,6 +30,10 @@ const (
 	managedBy         = "retention-operator"
 )
 
+// RunnerCommand is the outreach runner's binary in the operator's image:
+// it links nothing of Kubernetes, so a pod starts in ~10 MiB, not ~45.
+const RunnerCommand = "/retention-outreach"
+
 // Exit codes of the outreach runner that its Job's podFailurePolicy reads.
 const (
 	// ExitConfig: the run can never work as configured (bad settings, a
@@ -57,6 +61,12 @@ type RunnerConfig struct {
 	Resources corev1.ResourceRequirements
 	// ActiveDeadline bounds a Job's run time. If zero, 6h.
 	ActiveDeadline time.Duration
+	// UnsubscribeBaseURL is the operator's public https base for one-click
+	// unsubscribe links (RFC 8058), "" to put none in messages; the
+	// links' tokens are signed with UnsubscribeKey, which reaches the
+	// runners through the per-run Secret.
+	UnsubscribeBaseURL string
+	UnsubscribeKey     []byte
 }
 
 // jobName is the deterministic name of a run's Job: the first is
@@ -178,21 +188,32 @@ func (r *CampaignRunReconciler) credentials(ctx context.Context, run *retentionv
 		data[env] = v
 		return nil
 	}
-	var err error
+	if r.Runner.UnsubscribeBaseURL != "" && ch.Spec.Slack == nil {
+		data[campaign.EnvUnsubscribeKey] = r.Runner.UnsubscribeKey
+	}
 	switch {
 	case ch.Spec.Webhook != nil && ch.Spec.Webhook.SigningSecretRef != nil:
 		ref := ch.Spec.Webhook.SigningSecretRef
-		err = read(ref.Name, ref.Key, campaign.EnvSigningKey)
-	case ch.Spec.SMTP != nil && ch.Spec.SMTP.CredentialsSecretRef != nil:
-		name := ch.Spec.SMTP.CredentialsSecretRef.Name
-		if err = read(name, "username", campaign.EnvSMTPUsername); err == nil {
-			err = read(name, "password", campaign.EnvSMTPPassword)
+		return data, read(ref.Name, ref.Key, campaign.EnvSigningKey)
+	case ch.Spec.SMTP != nil:
+		m := ch.Spec.SMTP
+		if m.CredentialsSecretRef != nil {
+			name := m.CredentialsSecretRef.Name
+			if err := read(name, "username", campaign.EnvSMTPUsername); err != nil {
+				return data, err
+			}
+			if err := read(name, "password", campaign.EnvSMTPPassword); err != nil {
+				return data, err
+			}
+		}
+		if m.DKIM != nil {
+			return data, read(m.DKIM.PrivateKeySecretRef.Name, m.DKIM.PrivateKeySecretRef.Key, campaign.EnvDKIMKey)
 		}
 	case ch.Spec.Slack != nil:
 		ref := ch.Spec.Slack.WebhookURLSecretRef
-		err = read(ref.Name, ref.Key, campaign.EnvSlackURL)
+		return data, read(ref.Name, ref.Key, campaign.EnvSlackURL)
 	}
-	return data, err
+	return data, nil
 }
 
 // secretValue reads one key of a Secret, uncached (Secrets are watched
@@ -222,7 +243,8 @@ func runLabels(run *retentionv1.CampaignRun) map[string]string {
 }
 
 // jobFor is the outreach Job of a run: one Indexed Job, one index per
-// shard, each pod running `retention-operator outreach --run <uid>` with
+// shard, each pod running `/retention-outreach --run <uid>` (the image's
+// lean runner binary, see cmd/retention-outreach) with
 // its shard from JOB_COMPLETION_INDEX. Pods meet the restricted Pod
 // Security Standard and get no service account token; a failing shard
 // retries on its own (backoffLimitPerIndex) without failing the others,
@@ -237,7 +259,8 @@ func (r *CampaignRunReconciler) jobFor(run *retentionv1.CampaignRun, shards, fol
 		Name:            "outreach",
 		Image:           r.Runner.Image,
 		ImagePullPolicy: corev1.PullIfNotPresent,
-		Args:            []string{"outreach", "--run", string(run.UID)},
+		Command:         []string{RunnerCommand},
+		Args:            []string{"--run", string(run.UID)},
 		Env:             []corev1.EnvVar{r.storeEnv()},
 		Resources:       r.resources(),
 		SecurityContext: &corev1.SecurityContext{

@@ -40,7 +40,7 @@ func (r *CampaignRunReconciler) materialize(ctx context.Context, st store.Store,
 		run.Status.StartTime = &metav1.Time{Time: now}
 	}
 	run.Status.Phase = retentionv1.RunMaterializing
-	stored, err := st.RunCreate(ctx, runCreateParams(run, c, seg, ch, compiled))
+	stored, err := st.RunCreate(ctx, runCreateParams(run, c, seg, ch, compiled, r.Runner.UnsubscribeBaseURL))
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("recording the run: %w", err)
 	}
@@ -144,7 +144,7 @@ func (r *CampaignRunReconciler) storeNotShared() bool {
 
 // runCreateParams freeze the run: the campaign's message and the
 // channel's non-secret settings, the audience's snapshot, the window.
-func runCreateParams(run *retentionv1.CampaignRun, c *retentionv1.Campaign, seg *retentionv1.Segment, ch *retentionv1.Channel, compiled *campaign.Compiled) *store.RunCreateParams {
+func runCreateParams(run *retentionv1.CampaignRun, c *retentionv1.Campaign, seg *retentionv1.Segment, ch *retentionv1.Channel, compiled *campaign.Compiled, unsubscribeBase string) *store.RunCreateParams {
 	shards := deref(c.Spec.Parallelism, 1)
 	return &store.RunCreateParams{
 		RunID:            string(run.UID),
@@ -163,6 +163,9 @@ func runCreateParams(run *retentionv1.CampaignRun, c *retentionv1.Campaign, seg 
 			Fields:  compiled.Fields(),
 			Channel: channelSettings(ch),
 			Shards:  shards,
+			// Slack posts go to a team channel, not to the customer: no
+			// unsubscribe link.
+			UnsubscribeBaseURL: unlessSlack(ch, unsubscribeBase),
 		},
 	}
 }
@@ -175,6 +178,7 @@ func channelSettings(ch *retentionv1.Channel) campaign.ChannelSettings {
 		w := ch.Spec.Webhook
 		s.Type, s.URL, s.Signed = campaign.ChannelWebhook, w.URL, w.SigningSecretRef != nil
 		s.Timeout = durationOr(w.Timeout, 10*time.Second)
+		s.CABundle = w.CABundle
 		if len(w.Headers) > 0 {
 			s.Headers = map[string]string{}
 			for _, h := range w.Headers {
@@ -184,17 +188,33 @@ func channelSettings(ch *retentionv1.Channel) campaign.ChannelSettings {
 	case ch.Spec.SMTP != nil:
 		m := ch.Spec.SMTP
 		s.Type, s.Host, s.Port, s.TLSMode, s.From, s.Auth = campaign.ChannelSMTP, m.Host, m.Port, string(m.TLSMode), m.From, m.CredentialsSecretRef != nil
+		s.RelaySigns, s.UnsubscribeMailto = m.RelaySigns, m.UnsubscribeMailto
+		if m.DKIM != nil {
+			s.DKIMDomain, s.DKIMSelector = m.DKIM.Domain, m.DKIM.Selector
+		}
 	case ch.Spec.Slack != nil:
 		s.Type = campaign.ChannelSlack
 	}
 	if rl := ch.Spec.RateLimit; rl != nil {
 		s.RatePerSecond, s.Burst = rl.PerSecond, deref(rl.Burst, rl.PerSecond)
 	}
+	// The API's defaults, also when spec.retry is left out.
+	s.MaxAttempts, s.Backoff = 3, time.Second
 	if rt := ch.Spec.Retry; rt != nil {
-		s.MaxAttempts = rt.MaxAttempts
-		s.Backoff = durationOr(rt.Backoff, 0)
+		if rt.MaxAttempts > 0 {
+			s.MaxAttempts = rt.MaxAttempts
+		}
+		s.Backoff = durationOr(rt.Backoff, time.Second)
 	}
 	return s
+}
+
+// unlessSlack returns base, or "" for a Slack channel.
+func unlessSlack(ch *retentionv1.Channel, base string) string {
+	if ch.Spec.Slack != nil {
+		return ""
+	}
+	return base
 }
 
 // planFor builds the campaign's planner and the materialization's

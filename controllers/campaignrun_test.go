@@ -383,8 +383,9 @@ func assertJobSpec(t *testing.T, job *batchv1.Job, run *retentionv1.CampaignRun)
 		len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" {
 		t.Fatalf("container security context: %+v", sc)
 	}
-	if ctr.Image != suiteRunner.Image || len(ctr.Args) != 3 || ctr.Args[0] != "outreach" || ctr.Args[2] != string(run.UID) {
-		t.Fatalf("container image %q args %v", ctr.Image, ctr.Args)
+	if ctr.Image != suiteRunner.Image || len(ctr.Command) != 1 || ctr.Command[0] != RunnerCommand ||
+		len(ctr.Args) != 2 || ctr.Args[0] != "--run" || ctr.Args[1] != string(run.UID) {
+		t.Fatalf("container image %q command %v args %v", ctr.Image, ctr.Command, ctr.Args)
 	}
 	if len(ctr.Env) != 1 || ctr.Env[0].Name != campaign.EnvStore || ctr.Env[0].Value != suiteStores.URL ||
 		len(ctr.EnvFrom) != 1 || ctr.EnvFrom[0].SecretRef.Name != secretName(run) {

@@ -50,9 +50,16 @@ func (r *ChannelReconciler) resolveSecrets(ctx context.Context, ch *retentionv1.
 	case ch.Spec.Webhook != nil && ch.Spec.Webhook.SigningSecretRef != nil:
 		_, err := s.secretKey(ctx, ns, *ch.Spec.Webhook.SigningSecretRef)
 		return err
-	case ch.Spec.SMTP != nil && ch.Spec.SMTP.CredentialsSecretRef != nil:
-		_, err := s.secretKeys(ctx, ns, ch.Spec.SMTP.CredentialsSecretRef.Name, "username", "password")
-		return err
+	case ch.Spec.SMTP != nil:
+		if ref := ch.Spec.SMTP.CredentialsSecretRef; ref != nil {
+			if _, err := s.secretKeys(ctx, ns, ref.Name, "username", "password"); err != nil {
+				return err
+			}
+		}
+		if d := ch.Spec.SMTP.DKIM; d != nil {
+			_, err := s.secretKey(ctx, ns, d.PrivateKeySecretRef)
+			return err
+		}
 	case ch.Spec.Slack != nil:
 		_, err := s.secretKey(ctx, ns, ch.Spec.Slack.WebhookURLSecretRef)
 		return err

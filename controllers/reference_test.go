@@ -203,7 +203,7 @@ func TestSegmentAndCampaignFollowReferences(t *testing.T) {
 
 	mail := &retentionv1.Channel{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mail"},
-		Spec:       retentionv1.ChannelSpec{SMTP: &retentionv1.SMTPChannel{Host: "127.0.0.1", From: "shop@example.com"}},
+		Spec:       retentionv1.ChannelSpec{SMTP: &retentionv1.SMTPChannel{Host: "127.0.0.1", From: "shop@example.com", RelaySigns: true}},
 	}
 	if err := k8sClient.Create(ctx, mail); err != nil {
 		t.Fatal(err)

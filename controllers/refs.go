@@ -174,8 +174,13 @@ func channelSecretNames(ch *retentionv1.Channel) []string {
 	switch {
 	case ch.Spec.Webhook != nil && ch.Spec.Webhook.SigningSecretRef != nil:
 		names = append(names, ch.Spec.Webhook.SigningSecretRef.Name)
-	case ch.Spec.SMTP != nil && ch.Spec.SMTP.CredentialsSecretRef != nil:
-		names = append(names, ch.Spec.SMTP.CredentialsSecretRef.Name)
+	case ch.Spec.SMTP != nil:
+		if ref := ch.Spec.SMTP.CredentialsSecretRef; ref != nil {
+			names = append(names, ref.Name)
+		}
+		if d := ch.Spec.SMTP.DKIM; d != nil {
+			names = append(names, d.PrivateKeySecretRef.Name)
+		}
 	case ch.Spec.Slack != nil:
 		names = append(names, ch.Spec.Slack.WebhookURLSecretRef.Name)
 	}

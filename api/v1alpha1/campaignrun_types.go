@@ -103,8 +103,15 @@ type VariantCounts struct {
 	Name string `json:"name"`
 	// treatment customers given the variant.
 	Treatment int64 `json:"treatment"`
+	// holdout customers given the variant (never sent; the variant's own
+	// comparison group).
+	// +optional
+	Holdout int64 `json:"holdout"`
 	// sent messages of the variant.
 	Sent int64 `json:"sent"`
+	// failed messages of the variant.
+	// +optional
+	Failed int64 `json:"failed"`
 }
 
 // GroupConversion is the conversion of one group.

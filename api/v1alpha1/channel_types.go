@@ -21,8 +21,9 @@ type ChannelSpec struct {
 	// +optional
 	Slack *SlackChannel `json:"slack,omitempty"`
 
-	// rateLimit caps how fast messages are sent on this channel, across
-	// all campaigns and shards.
+	// rateLimit caps how fast one run sends on this channel: the rate is
+	// split evenly across the run's shards (each sends at its share).
+	// Runs of different campaigns at the same time each get the rate.
 	// +optional
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 
@@ -66,6 +67,12 @@ type WebhookChannel struct {
 	// +optional
 	Headers []HTTPHeader `json:"headers,omitempty"`
 
+	// caBundle is a PEM bundle of the certificate authorities trusted for
+	// an https url (for private endpoints). If unset, the system's roots.
+	// +kubebuilder:validation:MaxLength=65536
+	// +optional
+	CABundle []byte `json:"caBundle,omitempty"`
+
 	// timeout bounds each request. If unset, this defaults to 10s.
 	// +kubebuilder:default="10s"
 	// +optional
@@ -86,6 +93,8 @@ const (
 )
 
 // SMTPChannel sends messages as email.
+// +kubebuilder:validation:XValidation:rule="!(has(self.dkim) && has(self.relaySigns) && self.relaySigns)",message="dkim cannot be set when relaySigns is true"
+// +kubebuilder:validation:XValidation:rule="has(self.dkim) || (has(self.relaySigns) && self.relaySigns)",message="set dkim, or relaySigns: true when the relay signs: RFC 8058 one-click unsubscribe needs a DKIM signature over List-Unsubscribe"
 type SMTPChannel struct {
 	// host of the SMTP server.
 	// +kubebuilder:validation:MinLength=1
@@ -115,6 +124,46 @@ type SMTPChannel struct {
 	// "password". If unset, no authentication is used.
 	// +optional
 	CredentialsSecretRef *LocalObjectReference `json:"credentialsSecretRef,omitempty"`
+
+	// dkim signs every message with a DKIM key (RFC 6376), covering the
+	// List-Unsubscribe headers as RFC 8058 requires. Cannot be set if
+	// relaySigns is true.
+	// +optional
+	DKIM *DKIMSigning `json:"dkim,omitempty"`
+
+	// relaySigns says the SMTP relay adds the DKIM signature, so the
+	// operator does not sign. If unset, this defaults to false; bulk mail
+	// that nobody signs is refused by the large mailbox providers.
+	// +optional
+	RelaySigns bool `json:"relaySigns,omitempty"`
+
+	// unsubscribeMailto is the address of the mailto: List-Unsubscribe
+	// entry, beside the operator's one-click https link.
+	// +kubebuilder:validation:MaxLength=320
+	// +kubebuilder:validation:Pattern=`^[^@\s<>]+@[^@\s<>]+$`
+	// +optional
+	UnsubscribeMailto string `json:"unsubscribeMailto,omitempty"`
+}
+
+// DKIMSigning selects the key messages are signed with.
+type DKIMSigning struct {
+	// domain is the signing domain (d=), usually the From address's.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	Domain string `json:"domain"`
+
+	// selector is the DKIM selector (s=): the key's DNS record is
+	// <selector>._domainkey.<domain>.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +required
+	Selector string `json:"selector"`
+
+	// privateKeySecretRef selects the Secret key holding the PEM private
+	// key (RSA or Ed25519).
+	// +required
+	PrivateKeySecretRef KeySelector `json:"privateKeySecretRef"`
 }
 
 // SlackChannel posts messages to a Slack incoming webhook.

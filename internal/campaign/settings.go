@@ -17,6 +17,10 @@ type RunSettings struct {
 	// Shards is the number of shards the run is split into; a rate limit
 	// is split evenly across them.
 	Shards int32 `json:"shards"`
+	// UnsubscribeBaseURL is the operator's public https base for one-click
+	// unsubscribe links ("" when it serves none); the link's token is
+	// signed with the key in EnvUnsubscribeKey.
+	UnsubscribeBaseURL string `json:"unsubscribeBaseURL,omitempty"`
 }
 
 // ChannelType names how a channel sends.
@@ -38,8 +42,11 @@ type ChannelSettings struct {
 	URL     string            `json:"url,omitempty"`
 	Headers map[string]string `json:"headers,omitempty"`
 	Timeout time.Duration     `json:"timeout,omitempty"`
-	// Signed is true when the webhook signs requests (key in EnvSigningKey).
+	// Signed is true when the webhook signs requests (keys in
+	// EnvSigningKey, whitespace-separated while they rotate).
 	Signed bool `json:"signed,omitempty"`
+	// CABundle (PEM), when set, is the only trust for an https webhook.
+	CABundle []byte `json:"caBundle,omitempty"`
 	// SMTP: the server and sender.
 	Host    string `json:"host,omitempty"`
 	Port    int32  `json:"port,omitempty"`
@@ -47,6 +54,13 @@ type ChannelSettings struct {
 	From    string `json:"from,omitempty"`
 	// Auth is true when SMTP credentials are in EnvSMTPUsername/Password.
 	Auth bool `json:"auth,omitempty"`
+	// DKIMDomain and DKIMSelector name the DKIM key (in EnvDKIMKey) the
+	// runner signs with; RelaySigns says the relay signs instead.
+	DKIMDomain   string `json:"dkimDomain,omitempty"`
+	DKIMSelector string `json:"dkimSelector,omitempty"`
+	RelaySigns   bool   `json:"relaySigns,omitempty"`
+	// UnsubscribeMailto is the mailto address of List-Unsubscribe.
+	UnsubscribeMailto string `json:"unsubscribeMailto,omitempty"`
 	// RatePerSecond and Burst limit the whole channel (0: no limit).
 	RatePerSecond int32 `json:"ratePerSecond,omitempty"`
 	Burst         int32 `json:"burst,omitempty"`
@@ -65,4 +79,7 @@ const (
 	EnvSMTPUsername = "RETENTION_SMTP_USERNAME"
 	EnvSMTPPassword = "RETENTION_SMTP_PASSWORD"
 	EnvSlackURL     = "RETENTION_SLACK_WEBHOOK_URL"
+	EnvDKIMKey      = "RETENTION_DKIM_PRIVATE_KEY"
+	// EnvUnsubscribeKey is the operator's unsubscribe-token key.
+	EnvUnsubscribeKey = "RETENTION_UNSUBSCRIBE_KEY"
 )

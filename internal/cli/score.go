@@ -23,6 +23,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/retention-dev/retention-operator/internal/cliflag"
 	"github.com/retention-dev/retention-operator/internal/customer"
 	"github.com/retention-dev/retention-operator/internal/scoring"
 	"github.com/retention-dev/retention-operator/internal/scoring/btyd"
@@ -30,26 +31,13 @@ import (
 )
 
 // usageError is a bad command line: exit code 2.
-type usageError struct{ msg string }
+type usageError = cliflag.UsageError
 
-func (e *usageError) Error() string { return e.msg }
+func usagef(format string, args ...any) error { return cliflag.Usagef(format, args...) }
 
-func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
-
-// parseFlags parses a command's flags. help is true after -h (the usage
-// is printed; the command does nothing more); stray arguments are a usage
-// error.
+// parseFlags parses a command's flags (see cliflag.Parse).
 func parseFlags(fs *flag.FlagSet, args []string) (help bool, err error) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return true, nil
-		}
-		return false, usagef("%v", err)
-	}
-	if fs.NArg() > 0 {
-		return false, usagef("unexpected argument %q", fs.Arg(0))
-	}
-	return false, nil
+	return cliflag.Parse(fs, args)
 }
 
 // exit prints err and returns its exit code.

@@ -33,6 +33,7 @@ type Metrics struct {
 	CampaignAudienceTotal  *prometheus.CounterVec
 	CampaignMessagesTotal  *prometheus.CounterVec
 	CampaignRunsTotal      *prometheus.CounterVec
+	ChannelOptOutsTotal    *prometheus.CounterVec
 
 	// source, segment and campaign are the collectors of each kind, for Forget*.
 	source, segment, campaign []vec
@@ -80,7 +81,10 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	m.CampaignMessagesTotal = camp.counter("messages_total", "Messages of runs that finished sending, by outcome (sent, failed, skipped).", "outcome")
 	m.CampaignRunsTotal = camp.counter("runs_total", "Campaign runs that ended, by result (succeeded, failed, cancelled).", "result")
 
-	for _, c := range slices.Concat(src.all, seg.all, camp.all) {
+	chn := vecs{subsystem: "channel", labels: []string{"namespace", "channel"}}
+	m.ChannelOptOutsTotal = chn.counter("optouts_total", "One-click unsubscribes recorded for a channel (repeats included).")
+
+	for _, c := range slices.Concat(src.all, seg.all, camp.all, chn.all) {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
