@@ -106,6 +106,7 @@ func runManager(args []string) int {
 	unsubURL := fs.String("unsubscribe-url", "", "public https base URL of the one-click unsubscribe endpoint (RFC 8058), e.g. https://retention.example.com; empty puts no unsubscribe link in messages")
 	unsubKeyFile := fs.String("unsubscribe-key-file", "", "file holding the key (at least 32 bytes) that signs unsubscribe tokens: mount it from a Secret; required with --unsubscribe-url")
 	unsubAddr := fs.String("unsubscribe-bind-address", ":8082", "address the unsubscribe endpoint binds to; \"0\" disables it")
+	localRunner := fs.String("jobs-local-runner", "", "path of a retention-outreach binary: run the outreach Jobs' pods as local processes with it and write the Jobs' status (a local control plane without kubelets or a Job controller: the demo); implies --jobs-local-processes")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -151,6 +152,14 @@ func runManager(args []string) int {
 				log.Error(err, "adding the unsubscribe endpoint")
 				return 1
 			}
+		}
+	}
+	if *localRunner != "" {
+		runner.LocalProcesses = true
+		local := &controllers.LocalJobsReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: runner.JobsNamespace, Binary: *localRunner}
+		if err := local.SetupWithManager(mgr); err != nil {
+			log.Error(err, "setting up the local Job runner")
+			return 1
 		}
 	}
 	if err := setupReconcilers(mgr, stores, m, runner); err != nil {

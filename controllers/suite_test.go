@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -94,6 +95,13 @@ func runSuite(m *testing.M) int {
 	}
 	defer os.RemoveAll(storeDir)
 	suiteStores = NewStoreProvider("sqlite://"+filepath.Join(storeDir, "store.db"), store.Options{})
+	// The outreach runner the local Job runner starts for each index, as
+	// a pod would run it.
+	suiteRunnerBinary = filepath.Join(storeDir, "retention-outreach")
+	if out, err := exec.Command("go", "build", "-o", suiteRunnerBinary, "../cmd/retention-outreach").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the outreach runner: %v\n%s", err, out)
+		return 1
+	}
 	defer func() { _ = suiteStores.Close() }()
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -169,7 +177,11 @@ func setupTestReconcilers(mgr ctrl.Manager) error {
 
 // suiteRunner is how the suite's runs make Jobs: the harness would run the
 // pods' commands on this machine, so they may share the SQLite store.
-var suiteRunner = RunnerConfig{Image: "retention-operator:test", JobsNamespace: suiteJobsNamespace, LocalProcesses: true}
+var suiteRunner = RunnerConfig{Image: "retention-operator:test", JobsNamespace: suiteJobsNamespace, LocalProcesses: true,
+	UnsubscribeBaseURL: "https://retention.test", UnsubscribeKey: []byte("unsubscribe-key-of-the-test-suite-32+bytes")}
+
+// suiteRunnerBinary is the retention-outreach binary built for the suite.
+var suiteRunnerBinary string
 
 // newNamespace creates a namespace of its own for one test.
 func newNamespace(t *testing.T) string {
