@@ -140,10 +140,10 @@ func runManager(args []string) int {
 	if *unsubURL != "" {
 		key, err := os.ReadFile(*unsubKeyFile)
 		if err == nil {
-			err = unsubscribe.ValidateKey(key)
+			_, err = unsubscribe.URLFunc(*unsubURL, key, "namespace/channel")
 		}
 		if err != nil {
-			log.Error(err, "reading the unsubscribe key (--unsubscribe-key-file)")
+			log.Error(err, "checking --unsubscribe-url and --unsubscribe-key-file")
 			return 2
 		}
 		runner.UnsubscribeBaseURL, runner.UnsubscribeKey = *unsubURL, key

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+	"github.com/retention-dev/retention-operator/internal/outreach/webhook"
 )
 
 // ChannelReconciler keeps a Channel's Ready condition true to whether its
@@ -48,8 +49,17 @@ func (r *ChannelReconciler) resolveSecrets(ctx context.Context, ch *retentionv1.
 	ns := ch.Namespace
 	switch {
 	case ch.Spec.Webhook != nil && ch.Spec.Webhook.SigningSecretRef != nil:
-		_, err := s.secretKey(ctx, ns, *ch.Spec.Webhook.SigningSecretRef)
-		return err
+		ref := *ch.Spec.Webhook.SigningSecretRef
+		v, err := s.secretKey(ctx, ns, ref)
+		if err != nil {
+			return err
+		}
+		// Checked here, so a bad key shows on the Channel, not as failed
+		// outreach Jobs. The error names the key's position, never its value.
+		if _, err := webhook.ParseSigningKeys(string(v)); err != nil {
+			return stalled(retentionv1.ReasonInvalidSecret, "Secret %s key %s: %v", ref.Name, ref.Key, err)
+		}
+		return nil
 	case ch.Spec.SMTP != nil:
 		if ref := ch.Spec.SMTP.CredentialsSecretRef; ref != nil {
 			if _, err := s.secretKeys(ctx, ns, ref.Name, "username", "password"); err != nil {

@@ -83,7 +83,17 @@ func TestChannelReadyFollowsSecret(t *testing.T) {
 	}
 	eventually(t, waitFor, readyIs(ch, conds, metav1.ConditionFalse, retentionv1.ReasonSecretKeyNotFound, `has no key "key"`))
 
+	// A key not in Standard Webhooks form is refused, without its value.
 	sec.Data = map[string][]byte{"key": []byte("s3cret")}
+	if err := k8sClient.Update(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, readyIs(ch, conds, metav1.ConditionFalse, retentionv1.ReasonInvalidSecret, "signing key 1"))
+	if c := meta.FindStatusCondition(ch.Status.Conditions, retentionv1.ConditionReady); c != nil && strings.Contains(c.Message, "s3cret") {
+		t.Errorf("the condition shows the key: %q", c.Message)
+	}
+
+	sec.Data = map[string][]byte{"key": []byte("whsec_czNjcmV0LWtleS1vZi10aGlzLXRlc3Q= whsec_bmV4dC1rZXk=")}
 	if err := k8sClient.Update(ctx, sec); err != nil {
 		t.Fatal(err)
 	}

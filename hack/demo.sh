@@ -37,9 +37,18 @@ say "installing the CRDs"
 "$KUBECTL" apply --server-side -k config/crd
 "$KUBECTL" wait --for condition=established --timeout=60s crd --all >/dev/null
 
-say "starting the operator (bin/retention-operator manager)"
+say "starting a webhook receiver on 127.0.0.1:9099 (test/webhooksink: verifies every Standard Webhooks signature)"
+SIGNING_KEY=$(sed -n 's/^  key: //p' config/samples/retention_v1alpha1_channel.yaml)
+go build -o "$DEMO_DIR/webhooksink" ./test/webhooksink
+"$DEMO_DIR/webhooksink" -addr 127.0.0.1:9099 -key "$SIGNING_KEY" >"$DEMO_DIR/sink.log" 2>&1 &
+pids+=($!)
+
+say "starting the operator (bin/retention-operator manager; outreach Jobs run as local processes of bin/retention-outreach)"
 METRICS_ADDR="127.0.0.1:${DEMO_METRICS_PORT:-18080}"
+head -c 32 /dev/urandom >"$DEMO_DIR/unsubscribe.key"
 bin/retention-operator manager --store "sqlite://$DEMO_DIR/retention.db" --metrics-bind-address "$METRICS_ADDR" --health-probe-bind-address 127.0.0.1:0 \
+  --jobs-local-runner bin/retention-outreach --unsubscribe-url https://retention.example.com \
+  --unsubscribe-key-file "$DEMO_DIR/unsubscribe.key" --unsubscribe-bind-address 127.0.0.1:0 \
   >"$DEMO_DIR/operator.log" 2>&1 &
 pids+=($!)
 
@@ -97,8 +106,54 @@ say "a dry-run campaign's audience, counted by reason (kubectl get campaignrun w
 '
 "$KUBECTL" get campaigns -n "$NS" -o wide
 
+say "a live run of the win-back campaign, delivered to the local webhook receiver (kubectl get campaignrun win-back-now)"
+cat <<'YAML' | "$KUBECTL" apply -n "$NS" -f - | sed 's/^/  /'
+apiVersion: retention.dev/v1alpha1
+kind: CampaignRun
+metadata:
+  name: win-back-now
+spec:
+  campaignRef:
+    name: win-back-demo
+  scheduledTime: "2026-01-05T08:00:00Z"
+---
+# win-back without quiet hours, so the demo's run sends at once.
+apiVersion: retention.dev/v1alpha1
+kind: Campaign
+metadata:
+  name: win-back-demo
+spec:
+  segmentRef: {name: at-risk}
+  channelRef: {name: shop-webhook}
+  message:
+    subject: "We miss you"
+    body: "Here is 15% off your next order."
+    variants:
+      - {name: discount}
+      - {name: reminder, body: "Your favourites are back in stock."}
+  schedule: "0 9 * * 1"
+  holdoutPercent: 10
+  frequencyCap: {maxContacts: 2, window: 336h}
+  suppress: {segments: [{name: unprofitable}]}
+  maxPerRun: 2000
+  parallelism: 2
+  conversionWindow: 168h
+YAML
+if ! "$KUBECTL" wait -n "$NS" --for=jsonpath='{.status.phase}'=Measuring --timeout=180s campaignrun/win-back-now >/dev/null; then
+  "$KUBECTL" get campaignrun win-back-now -n "$NS" -o yaml; tail -20 "$DEMO_DIR/operator.log"; exit 1
+fi
+"$KUBECTL" get campaignrun win-back-now -n "$NS" -o jsonpath='  phase {.status.phase}, Job {.status.jobRef.namespace}/{.status.jobRef.name}
+  audience: {.status.audience.members} members
+    excluded: unreachable {.status.audience.unreachable}, opted out {.status.audience.optedOut}, suppressed {.status.audience.suppressed}, capped {.status.audience.capped}, over maxPerRun {.status.audience.overMax}
+    held out: {.status.audience.holdout}
+    treatment: {.status.audience.treatment} -> sent {.status.delivery.sent}, failed {.status.delivery.failed}, pending {.status.delivery.pending}
+  variants:{range .status.variants[*]} {.name}: {.treatment} treatment / {.holdout} held out / {.sent} sent;{end}
+'
+echo "  the receiver: $(curl -sf http://127.0.0.1:9099/stats)"
+"$KUBECTL" get jobs -n default -l app.kubernetes.io/managed-by=retention-operator
+
 say "what Prometheus scrapes (curl http://$METRICS_ADDR/metrics | grep ^retention_)"
-curl -sf "http://$METRICS_ADDR/metrics" | grep -E '^retention_(source_(customers|transactions|customers_by_risk|retention_rate_ratio|expected_value)|segment_size)' | sed 's/^/  /' || echo "  (metrics endpoint not reachable)"
+curl -sf "http://$METRICS_ADDR/metrics" | grep -E '^retention_(source_(customers|transactions|customers_by_risk|retention_rate_ratio|expected_value)|segment_size|campaign_(audience|messages|runs)_total)' | sed 's/^/  /' || echo "  (metrics endpoint not reachable)"
 
 say "kubectl get retention -n $NS"
 "$KUBECTL" get retention -n "$NS"

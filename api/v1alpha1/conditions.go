@@ -36,6 +36,9 @@ const (
 	ReasonSecretNotFound = "SecretNotFound"
 	// ReasonSecretKeyNotFound: a referenced Secret exists but lacks the key.
 	ReasonSecretKeyNotFound = "SecretKeyNotFound"
+	// ReasonInvalidSecret: a referenced Secret key holds a value that
+	// cannot work (e.g. a webhook signing key not in whsec_ form).
+	ReasonInvalidSecret = "InvalidSecret"
 	// ReasonConfigMapNotFound: a referenced ConfigMap does not exist.
 	ReasonConfigMapNotFound = "ConfigMapNotFound"
 	// ReasonConfigMapKeyNotFound: a referenced ConfigMap exists but lacks the key.
