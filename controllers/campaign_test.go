@@ -286,3 +286,32 @@ func runNames(runs []retentionv1.CampaignRun) []string {
 	}
 	return out
 }
+
+// TestCampaignSteadyStateWritesNothing: when no run is due, reconciling a
+// campaign again and again writes nothing to the API server: no status
+// patch (the resource version stays), no run, no Event.
+func TestCampaignSteadyStateWritesNothing(t *testing.T) {
+	ns := newNamespace(t)
+	c := manualCampaign(t, ns, retentionv1.CampaignSpec{Schedule: "0 9 * * *", TimeZone: ptr.To("Europe/Berlin")})
+	d := &campaignDriver{t: t, c: c, clock: clock.NewFake(c.CreationTimestamp.Time.Add(time.Minute)), rec: &recorder{}}
+	d.reconcile()
+	rv, events := d.c.ResourceVersion, len(d.rec.reasons)
+	next := d.c.Status.NextScheduleTime.Time
+	for i := range 5 {
+		// Time passes, but not up to the next slot.
+		d.clock.Set(d.c.CreationTimestamp.Time.Add(time.Duration(i+2) * time.Minute))
+		if !d.clock.Now().Before(next) {
+			t.Fatal("test clock reached the slot")
+		}
+		d.reconcile()
+	}
+	if d.c.ResourceVersion != rv {
+		t.Errorf("resource version %s → %s: a reconcile with nothing due wrote the campaign", rv, d.c.ResourceVersion)
+	}
+	if n := len(d.runs()); n != 0 {
+		t.Errorf("%d runs made with nothing due", n)
+	}
+	if n := len(d.rec.reasons); n != events {
+		t.Errorf("%d Events recorded with nothing due: %v", n-events, d.rec.reasons[events:])
+	}
+}

@@ -205,6 +205,9 @@ func (r *CampaignRunReconciler) track(ctx context.Context, st store.Store, run *
 		}
 		return "", now.Add(sendingRefresh), sendingOutcome(run)
 	}
+	// Found by its deterministic name even when the status write that
+	// recorded it was lost (an operator stopped right after the create).
+	run.Status.JobRef = &retentionv1.NamespacedReference{Namespace: job.Namespace, Name: job.Name}
 	finished, failed := jobFinished(job)
 	if !finished {
 		return "", now.Add(sendingRefresh), sendingOutcome(run)

@@ -509,3 +509,60 @@ func TestCampaignOnEnter(t *testing.T) {
 		return nil
 	})
 }
+
+// TestCampaignRunRestartMakesNoSecondJob: an operator that stopped after
+// creating a run's Job but before recording it in status (the status
+// write lost) finds the Job by its deterministic name when it comes back:
+// the run records it again and there is still exactly one Job.
+func TestCampaignRunRestartMakesNoSecondJob(t *testing.T) {
+	ctx := context.Background()
+	w := newCampaignWorld(t)
+	w.campaign(t, "win-back", nil)
+	run := adHocRun(t, w.ns, "win-back", "restart-1")
+	waitPhase(t, run, retentionv1.RunSending)
+	eventually(t, waitFor, func() error {
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(run), run); err != nil {
+			return err
+		}
+		if run.Status.JobRef == nil {
+			return fmt.Errorf("no Job yet")
+		}
+		return nil
+	})
+	first := *run.Status.JobRef
+	// The lost write: status without the Job. A restarted operator
+	// reconciles every object; here a change to the Job (which the run
+	// watches) brings the reconcile.
+	run.Status.JobRef = nil
+	if err := k8sClient.Status().Update(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	var job batchv1.Job
+	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: first.Namespace, Name: first.Name}, &job); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(job.DeepCopy())
+	job.Annotations = map[string]string{"test/nudge": "1"}
+	if err := k8sClient.Patch(ctx, &job, patch); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, func() error {
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(run), run); err != nil {
+			return err
+		}
+		if run.Status.JobRef == nil {
+			return fmt.Errorf("jobRef not recorded again")
+		}
+		return nil
+	})
+	if *run.Status.JobRef != first {
+		t.Errorf("jobRef %+v, want the first Job %+v", *run.Status.JobRef, first)
+	}
+	var jobs batchv1.JobList
+	if err := k8sClient.List(ctx, &jobs, client.InNamespace(suiteJobsNamespace), client.MatchingLabels{labelRunUID: string(run.UID)}); err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs.Items) != 1 {
+		t.Errorf("%d Jobs for the run, want 1", len(jobs.Items))
+	}
+}
