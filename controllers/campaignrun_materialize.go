@@ -49,6 +49,11 @@ func (r *CampaignRunReconciler) materialize(ctx context.Context, st store.Store,
 		run.Status.Phase = retentionv1.RunFailed
 		return "", time.Time{}, stalled(retentionv1.ReasonInvalidSpec, "%v", err)
 	}
+	// A reconcile that read a stale status (Materializing, while an
+	// earlier one already materialized) gets the stored tally back from
+	// the idempotent RunMaterialize; only the first counts in metrics and
+	// Events.
+	fresh := stored.Phase == store.PhasePending
 	tally, err := st.RunMaterialize(ctx, params)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -62,8 +67,10 @@ func (r *CampaignRunReconciler) materialize(ctx context.Context, st store.Store,
 	run.Status.Audience, run.Status.Delivery = &a, &d
 	run.Status.SnapshotID, run.Status.DryRun = stored.SnapshotID, stored.DryRun
 	run.Status.Deferred, run.Status.ZoneFallbacks = max(run.Status.Deferred, stats.Deferred), max(run.Status.ZoneFallbacks, stats.ZoneFallbacks)
-	r.countAudience(run, a)
-	if r.Recorder != nil {
+	if fresh {
+		r.countAudience(run, a)
+	}
+	if fresh && r.Recorder != nil {
 		r.Recorder.Eventf(run, nil, "Normal", retentionv1.EventMaterialized, "Materialize",
 			"%d members: %d treatment, %d holdout; excluded %d unreachable, %d opted out, %d suppressed, %d capped, %d over maxPerRun",
 			a.Members, a.Treatment, a.Holdout, a.Unreachable, a.OptedOut, a.Suppressed, a.Capped, a.OverMax)
