@@ -520,15 +520,7 @@ func TestCampaignRunRestartMakesNoSecondJob(t *testing.T) {
 	w.campaign(t, "win-back", nil)
 	run := adHocRun(t, w.ns, "win-back", "restart-1")
 	waitPhase(t, run, retentionv1.RunSending)
-	eventually(t, waitFor, func() error {
-		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(run), run); err != nil {
-			return err
-		}
-		if run.Status.JobRef == nil {
-			return fmt.Errorf("no Job yet")
-		}
-		return nil
-	})
+	waitJobRef(t, run)
 	first := *run.Status.JobRef
 	// The lost write: status without the Job. A restarted operator
 	// reconciles every object; here a change to the Job (which the run
@@ -546,15 +538,7 @@ func TestCampaignRunRestartMakesNoSecondJob(t *testing.T) {
 	if err := k8sClient.Patch(ctx, &job, patch); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitFor, func() error {
-		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(run), run); err != nil {
-			return err
-		}
-		if run.Status.JobRef == nil {
-			return fmt.Errorf("jobRef not recorded again")
-		}
-		return nil
-	})
+	waitJobRef(t, run)
 	if *run.Status.JobRef != first {
 		t.Errorf("jobRef %+v, want the first Job %+v", *run.Status.JobRef, first)
 	}
@@ -565,4 +549,18 @@ func TestCampaignRunRestartMakesNoSecondJob(t *testing.T) {
 	if len(jobs.Items) != 1 {
 		t.Errorf("%d Jobs for the run, want 1", len(jobs.Items))
 	}
+}
+
+// waitJobRef waits until the run's status names its Job, and reads the run.
+func waitJobRef(t *testing.T, run *retentionv1.CampaignRun) {
+	t.Helper()
+	eventually(t, waitFor, func() error {
+		if err := k8sClient.Get(context.Background(), client.ObjectKeyFromObject(run), run); err != nil {
+			return err
+		}
+		if run.Status.JobRef == nil {
+			return fmt.Errorf("run %s: no jobRef in status", run.Name)
+		}
+		return nil
+	})
 }

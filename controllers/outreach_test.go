@@ -198,15 +198,7 @@ func (w *outreachWorld) deliver(t *testing.T, campaignName, runName string) *ret
 	ctx := context.Background()
 	run := adHocRun(t, w.ns, campaignName, runName)
 	waitPhase(t, run, retentionv1.RunSending)
-	eventually(t, waitFor, func() error {
-		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(run), run); err != nil {
-			return err
-		}
-		if run.Status.JobRef == nil {
-			return fmt.Errorf("no Job yet")
-		}
-		return nil
-	})
+	waitJobRef(t, run)
 	var job batchv1.Job
 	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: run.Status.JobRef.Namespace, Name: run.Status.JobRef.Name}, &job); err != nil {
 		t.Fatal(err)

@@ -11,7 +11,11 @@ package channel
 
 import (
 	"context"
+	"errors"
+	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -103,4 +107,42 @@ type Sender interface {
 	Concurrency() int
 	// Close releases connections.
 	Close() error
+}
+
+// MaxRetryAfter caps the wait a receiver's Retry-After can ask for, so a
+// receiver cannot park a target for days.
+const MaxRetryAfter = time.Hour
+
+// RetryAfter reads an HTTP Retry-After value, delay-seconds or an
+// HTTP-date (RFC 9110 section 10.2.3), as a wait from now capped at
+// MaxRetryAfter. A missing, malformed or past value is zero.
+func RetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if v[0] >= '0' && v[0] <= '9' {
+		secs, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			// Overflow is a very long wait; anything else is garbage.
+			if errors.Is(err, strconv.ErrRange) {
+				return MaxRetryAfter
+			}
+			return 0
+		}
+		// Compare before multiplying so a huge value cannot overflow.
+		if secs >= uint64(MaxRetryAfter/time.Second) {
+			return MaxRetryAfter
+		}
+		return time.Duration(secs) * time.Second
+	}
+	at, err := http.ParseTime(v)
+	if err != nil {
+		return 0
+	}
+	d := at.Sub(now)
+	if d <= 0 {
+		return 0
+	}
+	return min(d, MaxRetryAfter)
 }

@@ -37,7 +37,7 @@ const (
 	DefaultMaxConns = 4
 	// MaxRetryAfter caps the wait a Retry-After header can ask for, so a
 	// misbehaving receiver cannot park a target for days.
-	MaxRetryAfter = time.Hour
+	MaxRetryAfter = channel.MaxRetryAfter
 )
 
 // IdempotencyKeyHeader carries channel.Message.Key. Slack ignores it; it is
@@ -246,7 +246,7 @@ func (s *Sender) classify(resp *http.Response) channel.Result {
 		return channel.Result{
 			Outcome:    channel.Retry,
 			Reason:     reason,
-			RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), s.now()),
+			RetryAfter: channel.RetryAfter(resp.Header.Get("Retry-After"), s.now()),
 		}
 	case code == http.StatusRequestTimeout:
 		// The receiver gave up waiting for our request: transient.
@@ -277,39 +277,6 @@ func drainAndClose(body io.ReadCloser) {
 	_ = body.Close()
 }
 
-// parseRetryAfter reads a Retry-After value, delay-seconds or an HTTP-date
-// (RFC 9110 section 10.2.3), as a wait from now capped at MaxRetryAfter.
-// A missing, malformed or past value is zero.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if v[0] >= '0' && v[0] <= '9' {
-		secs, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			var numErr *strconv.NumError
-			if errors.As(err, &numErr) && errors.Is(numErr.Err, strconv.ErrRange) {
-				return MaxRetryAfter
-			}
-			return 0
-		}
-		// Compare before multiplying so a huge value cannot overflow.
-		if secs >= uint64(MaxRetryAfter/time.Second) {
-			return MaxRetryAfter
-		}
-		return time.Duration(secs) * time.Second
-	}
-	at, err := http.ParseTime(v)
-	if err != nil {
-		return 0
-	}
-	d := at.Sub(now)
-	if d <= 0 {
-		return 0
-	}
-	return min(d, MaxRetryAfter)
-}
 
 // transportReason names a failed exchange without quoting the error,
 // which (a *url.Error) contains the webhook URL.

@@ -357,8 +357,8 @@ func TestParseRetryAfter(t *testing.T) {
 		{now.Add(48 * time.Hour).Format(http.TimeFormat), MaxRetryAfter},
 		{now.Add(time.Minute).Format(time.RFC850), time.Minute},
 	} {
-		if got := parseRetryAfter(tc.value, now); got != tc.want {
-			t.Errorf("parseRetryAfter(%q) = %v, want %v", tc.value, got, tc.want)
+		if got := channel.RetryAfter(tc.value, now); got != tc.want {
+			t.Errorf("RetryAfter(%q) = %v, want %v", tc.value, got, tc.want)
 		}
 	}
 }

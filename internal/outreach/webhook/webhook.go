@@ -48,7 +48,7 @@ const (
 
 	// maxRetryAfter caps Result.RetryAfter so that a receiver cannot park
 	// messages for days with one header.
-	maxRetryAfter = time.Hour
+	maxRetryAfter = channel.MaxRetryAfter
 	// maxDrain is how much of a response body is read so that its
 	// connection can be reused; a longer body costs a new connection
 	// rather than an unbounded read of what we discard anyway.
@@ -597,7 +597,7 @@ func classifyResponse(resp *http.Response, now time.Time) channel.Result {
 		return channel.Result{
 			Outcome:    channel.Retry,
 			Reason:     httpReason(code),
-			RetryAfter: retryAfter(resp.Header["Retry-After"], now),
+			RetryAfter: channel.RetryAfter(resp.Header.Get("Retry-After"), now),
 		}
 	case code == http.StatusRequestTimeout:
 		return retry(httpReason(code))
@@ -606,40 +606,6 @@ func classifyResponse(resp *http.Response, now time.Time) channel.Result {
 	}
 }
 
-// retryAfter parses Retry-After, delta-seconds or an HTTP-date relative to
-// now, capped at maxRetryAfter; zero when absent, unparsable or past.
-func retryAfter(values []string, now time.Time) time.Duration {
-	if len(values) == 0 {
-		return 0
-	}
-	v := strings.TrimSpace(values[0])
-	if v == "" {
-		return 0
-	}
-	if v[0] >= '0' && v[0] <= '9' {
-		secs, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			// Overflow is a very long wait; anything else is garbage.
-			if errors.Is(err, strconv.ErrRange) {
-				return maxRetryAfter
-			}
-			return 0
-		}
-		if secs >= uint64(maxRetryAfter/time.Second) {
-			return maxRetryAfter
-		}
-		return time.Duration(secs) * time.Second
-	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0
-	}
-	d := t.Sub(now)
-	if d <= 0 {
-		return 0
-	}
-	return min(d, maxRetryAfter)
-}
 
 // classifyError turns a RoundTrip error into Retry with a generic reason,
 // except a certificate the receiver's TLS does not verify against: that
