@@ -277,7 +277,6 @@ func drainAndClose(body io.ReadCloser) {
 	_ = body.Close()
 }
 
-
 // transportReason names a failed exchange without quoting the error,
 // which (a *url.Error) contains the webhook URL.
 func transportReason(err error) string {

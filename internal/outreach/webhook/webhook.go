@@ -606,7 +606,6 @@ func classifyResponse(resp *http.Response, now time.Time) channel.Result {
 	}
 }
 
-
 // classifyError turns a RoundTrip error into Retry with a generic reason,
 // except a certificate the receiver's TLS does not verify against: that
 // is a configuration error (wrong CABundle, wrong host) that no retry
