@@ -31,8 +31,8 @@ type recorder struct {
 	done  chan struct{}
 
 	// Written by the recorder goroutine only; read after sync.
-	nSent, nFailed, nOptedOut, nLost int64
-	err                              error
+	nSent, nFailed, nOptedOut, nTakenOver int64
+	err                                   error
 }
 
 func newRecorder(st store.Store, runID, token string, batch int, every time.Duration) *recorder {
@@ -96,8 +96,12 @@ func (r *recorder) close() {
 	<-r.done
 }
 
-func (r *recorder) lost() int64                            { return r.nLost }
-func (r *recorder) counts() (sent, failed, optedOut int64) { return r.nSent, r.nFailed, r.nOptedOut }
+// counts are what the store took (read after sync): sent, failed for
+// good, skipped as opted out, and outcomes it refused because another
+// runner had taken the target over.
+func (r *recorder) counts() (sent, failed, optedOut, takenOver int64) {
+	return r.nSent, r.nFailed, r.nOptedOut, r.nTakenOver
+}
 
 func (r *recorder) run(every time.Duration) {
 	defer close(r.done)
@@ -135,7 +139,7 @@ func (r *recorder) flush() {
 			return r.st.TargetSetSent(ctx, &store.TargetSetSentParams{RunID: r.runID, CustomerIDs: sent, Token: r.token})
 		})
 		r.nSent += n
-		r.nLost += int64(len(sent)) - n
+		r.nTakenOver += r.refused(len(sent), n)
 	}
 	if len(failures) > 0 {
 		n := r.retry("recording failed targets", func() (int64, error) {
@@ -146,15 +150,24 @@ func (r *recorder) flush() {
 				r.nFailed++
 			}
 		}
-		r.nLost += int64(len(failures)) - n
+		r.nTakenOver += r.refused(len(failures), n)
 	}
 	if len(skips) > 0 {
 		n := r.retry("recording skipped targets", func() (int64, error) {
 			return r.st.TargetSetSkipped(ctx, &store.TargetSetSkippedParams{RunID: r.runID, Skips: skips, Token: r.token})
 		})
 		r.nOptedOut += n
-		r.nLost += int64(len(skips)) - n
+		r.nTakenOver += r.refused(len(skips), n)
 	}
+}
+
+// refused is how many of asked outcomes the store did not take, once a
+// write succeeded (after a failed write nothing is known).
+func (r *recorder) refused(asked int, took int64) int64 {
+	if r.err != nil {
+		return 0
+	}
+	return int64(asked) - took
 }
 
 // retry runs a store write up to four times, 0.1 s, 0.4 s and 1.6 s

@@ -106,9 +106,10 @@ type Stats struct {
 	// OptedOut counts targets skipped because the customer opted out
 	// after materialization.
 	OptedOut int64
-	// Lost counts outcomes the store did not take because the target was
-	// no longer claimed by this runner (another runner took it over).
-	Lost int64
+	// TakenOver counts outcomes the store did not take because the target
+	// was no longer claimed by this runner (another runner took it over
+	// and records it).
+	TakenOver int64
 	// Batches counts claim batches.
 	Batches int64
 }
@@ -255,8 +256,7 @@ func (r *runner) finish(ctx context.Context, err error) (Stats, error) {
 	if serr := r.rec.sync(ctx); serr != nil && err == nil {
 		err = serr
 	}
-	r.stats.Lost = r.rec.lost()
-	r.stats.Sent, r.stats.Failed, r.stats.OptedOut = r.rec.counts()
+	r.stats.Sent, r.stats.Failed, r.stats.OptedOut, r.stats.TakenOver = r.rec.counts()
 	return r.stats, err
 }
 
@@ -396,33 +396,17 @@ func (r *runner) backoff(attempts int32, retryAfter time.Duration) time.Duration
 // sleeps until the earliest of them is due (a deferred target's
 // not-before, a dead claim's ClaimTTL), at most IdleWait.
 func (r *runner) idle(ctx context.Context) (done bool, err error) {
-	waiting := 0
-	var earliest time.Time
-	due := func(at time.Time) {
-		waiting++
-		if earliest.IsZero() || at.Before(earliest) {
-			earliest = at
-		}
-	}
-	scan := func(state store.TargetState, fn func(*store.Target)) error {
-		return r.cfg.Store.TargetScan(ctx, &store.TargetScanParams{RunID: r.cfg.Run.ID, State: state},
-			func(t *store.Target) error {
-				if t.Shard == r.cfg.Shard {
-					fn(t)
-				}
-				return nil
-			})
-	}
-	if err := scan(store.StatePending, func(t *store.Target) { due(t.NotBefore) }); err != nil {
-		return false, fmt.Errorf("looking for deferred targets: %w", err)
-	}
-	err = scan(store.StateClaimed, func(t *store.Target) {
-		if t.ClaimedBy != r.cfg.Token && t.ClaimedAt.Before(r.dbStart) {
-			due(t.ClaimedAt.Add(r.cfg.ClaimTTL))
-		}
-	})
+	w, err := r.cfg.Store.TargetWaiting(ctx, &store.TargetWaitingParams{
+		RunID: r.cfg.Run.ID, Shard: r.cfg.Shard, Token: r.cfg.Token, ClaimedBefore: r.dbStart})
 	if err != nil {
-		return false, fmt.Errorf("looking for stale claims: %w", err)
+		return false, fmt.Errorf("looking for deferred targets and stale claims: %w", err)
+	}
+	waiting := w.Pending + w.Claimed
+	// The earliest of them is due: a pending target at its not-before (at
+	// once when zero), a dead claim ClaimTTL after it was made.
+	earliest := w.EarliestClaim.Add(r.cfg.ClaimTTL)
+	if w.Pending > 0 && (w.Claimed == 0 || w.EarliestNotBefore.Before(earliest)) {
+		earliest = w.EarliestNotBefore
 	}
 	if waiting == 0 {
 		return true, nil

@@ -131,7 +131,7 @@ func TestRunSendsEveryTargetOnce(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if stats.Sent != 250 || stats.Failed != 0 || stats.Lost != 0 {
+			if stats.Sent != 250 || stats.Failed != 0 || stats.TakenOver != 0 {
 				t.Errorf("stats = %+v, want 250 sent", stats)
 			}
 			for id, tg := range f.states(t) {

@@ -137,7 +137,7 @@ func runOutreach(ctx context.Context, args []string, getenv outreach.Getenv, log
 	stats, err := outreach.Run(ctx, cfg)
 	log.Info("stopped", "shard", f.shard, "seconds", time.Since(start).Seconds(),
 		"claimed", stats.Claimed, "sent", stats.Sent, "failed", stats.Failed, "retried", stats.Retried,
-		"optedOut", stats.OptedOut, "takenOver", stats.Lost, "batches", stats.Batches, "stoppedBySignal", errors.Is(err, context.Canceled))
+		"optedOut", stats.OptedOut, "takenOver", stats.TakenOver, "batches", stats.Batches, "stoppedBySignal", errors.Is(err, context.Canceled))
 	return err
 }
 

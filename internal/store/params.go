@@ -338,6 +338,17 @@ func (p *TargetScanParams) Validate() error {
 }
 
 // Validate checks the parameters.
+func (p *TargetWaitingParams) Validate() error {
+	if p == nil {
+		return invalid("nil TargetWaitingParams")
+	}
+	if p.Shard < 0 {
+		return invalid("negative shard")
+	}
+	return checkKey("run id", p.RunID)
+}
+
+// Validate checks the parameters.
 func (p *ConversionRecordParams) Validate() error {
 	if p == nil {
 		return invalid("nil ConversionRecordParams")

@@ -240,6 +240,12 @@ type RunStore interface {
 	// TargetScan streams a run's targets to fn (reused between calls), in
 	// customer id order.
 	TargetScan(ctx context.Context, params *TargetScanParams, fn func(*Target) error) error
+	// TargetWaiting reports, in one set-based query, what is left in one
+	// shard that a runner could not claim: pending targets (and the
+	// earliest not-before among them) and the claims of other runners
+	// made before ClaimedBefore (and the earliest of those). A runner
+	// whose claim found nothing asks it to decide whether to wait or exit.
+	TargetWaiting(ctx context.Context, params *TargetWaitingParams) (*TargetWaiting, error)
 
 	// ConversionRecord records conversions: the first conversion seen per
 	// target after its reference time (see ConversionRecordParams). It
@@ -730,6 +736,29 @@ type TargetScanParams struct {
 	RunID string
 	// State, if set, keeps only targets in this state.
 	State TargetState
+}
+
+// TargetWaitingParams select one shard and the claims that may go stale.
+type TargetWaitingParams struct {
+	RunID string
+	Shard int32
+	// Token is the asking runner's claim token: its own claims are not
+	// counted.
+	Token string
+	// ClaimedBefore: only claims made before it are counted (zero: none).
+	ClaimedBefore time.Time
+}
+
+// TargetWaiting is what TargetWaiting found.
+type TargetWaiting struct {
+	// Pending counts pending targets; EarliestNotBefore is the earliest
+	// time one may be claimed (zero when one is due at once, or none).
+	Pending           int64
+	EarliestNotBefore time.Time
+	// Claimed counts other runners' claims made before ClaimedBefore;
+	// EarliestClaim is the oldest of them (zero when none).
+	Claimed       int64
+	EarliestClaim time.Time
 }
 
 // RunTally counts a run's targets.

@@ -138,32 +138,53 @@ func (s *Store) withTx(ctx context.Context, fn func(pgx.Tx) error) error {
 // returned as is; any other error is wrapped with what.
 func (s *Store) stream(ctx context.Context, what string, scan func(pgx.Rows) error, emit func() error, sql string, args ...any) error {
 	err := s.withConn(ctx, func(c *pgx.Conn) error {
-		qctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		rows, err := c.Query(qctx, sql, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			if err := scan(rows); err != nil {
-				return err
-			}
-			if err := emit(); err != nil {
-				cancel()
-				return stopErr{err}
-			}
-		}
-		return rows.Err()
+		return streamRows(ctx, c, scan, emit, sql, args...)
 	})
-	var stop stopErr
-	if errors.As(err, &stop) {
-		return stop.err
+	if stop, ok := stopped(err); ok {
+		return stop
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
+}
+
+// streamRows runs a query on c, scanning and emitting each row. An error
+// from emit cancels the query (the connection is then discarded instead
+// of draining the rest of the rows) and comes back as a stopErr, which
+// stopped unwraps.
+func streamRows(ctx context.Context, c *pgx.Conn, scan func(pgx.Rows) error, emit func() error, sql string, args ...any) error {
+	qctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rows, err := c.Query(qctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := scan(rows); err != nil {
+			return err
+		}
+		if err := emit(); err != nil {
+			cancel()
+			return stopErr{err}
+		}
+	}
+	return rows.Err()
+}
+
+// stopErr carries the callback's error through unwrapped.
+type stopErr struct{ err error }
+
+func (e stopErr) Error() string { return e.err.Error() }
+
+// stopped returns the callback's error when err is a stopErr.
+func stopped(err error) (error, bool) {
+	var stop stopErr
+	if errors.As(err, &stop) {
+		return stop.err, true
+	}
+	return nil, false
 }
 
 // SQLSTATE codes the driver maps.

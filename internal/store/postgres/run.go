@@ -634,3 +634,28 @@ func (s *Store) ConversionRecord(ctx context.Context, p *store.ConversionRecordP
 	}
 	return n, nil
 }
+
+// TargetWaiting implements store.Store.
+func (s *Store) TargetWaiting(ctx context.Context, p *store.TargetWaitingParams) (*store.TargetWaiting, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	var pending, noNotBefore, claimed int64
+	var notBefore, claimedAt *time.Time
+	err := s.withConn(ctx, func(c *pgx.Conn) error {
+		return c.QueryRow(ctx, sqlshared.TargetWaiting, p.RunID, p.Shard, p.Token, p.ClaimedBefore.UTC()).
+			Scan(&pending, &noNotBefore, &notBefore, &claimed, &claimedAt)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("targets waiting in run %s shard %d: %w", p.RunID, p.Shard, err)
+	}
+	return sqlshared.Waiting(pending, noNotBefore, utcOrZero(notBefore), claimed, utcOrZero(claimedAt)), nil
+}
+
+// utcOrZero is *t in UTC, or the zero time for NULL.
+func utcOrZero(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}

@@ -358,19 +358,9 @@ func (s *Store) SnapshotScan(ctx context.Context, p *store.SnapshotScanParams, f
 		if layout != snapshotLayout {
 			return fmt.Errorf("snapshot layout %d is not known to this program", layout)
 		}
-		// Cancelled when fn stops the scan early: the connection is then
-		// discarded instead of draining the rest of the rows.
-		qctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		rows, err := c.Query(qctx, "SELECT "+snapshotColumns+" FROM "+snapshotTable(p.SnapshotID),
-			pgx.QueryResultFormats{pgx.BinaryFormatCode})
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
 		var rec customer.Scored
 		dec := codec.NewDecoder()
-		for rows.Next() {
+		scan := func(rows pgx.Rows) error {
 			v := rows.RawValues()
 			if len(v) != 2 {
 				return fmt.Errorf("unexpected row shape")
@@ -379,16 +369,13 @@ func (s *Store) SnapshotScan(ctx context.Context, p *store.SnapshotScanParams, f
 			if err := dec.Decode(v[1], &rec); err != nil {
 				return fmt.Errorf("customer %q: %w", rec.ID, err)
 			}
-			if err := fn(&rec); err != nil {
-				cancel()
-				return stopErr{err}
-			}
+			return nil
 		}
-		return rows.Err()
+		return streamRows(ctx, c, scan, func() error { return fn(&rec) },
+			"SELECT "+snapshotColumns+" FROM "+snapshotTable(p.SnapshotID), pgx.QueryResultFormats{pgx.BinaryFormatCode})
 	})
-	var stop stopErr
-	if errors.As(err, &stop) {
-		return stop.err
+	if stop, ok := stopped(err); ok {
+		return stop
 	}
 	if err != nil {
 		if pgCode(err) == codeUndefinedTable {
@@ -398,11 +385,6 @@ func (s *Store) SnapshotScan(ctx context.Context, p *store.SnapshotScanParams, f
 	}
 	return nil
 }
-
-// stopErr carries the callback's error through unwrapped.
-type stopErr struct{ err error }
-
-func (e stopErr) Error() string { return e.err.Error() }
 
 // SnapshotPrune implements store.Store. Each snapshot is dropped in its own
 // short transaction; a DROP waits for scans still reading that snapshot.

@@ -638,3 +638,18 @@ func (s *Store) ConversionRecord(ctx context.Context, p *store.ConversionRecordP
 	}
 	return n, nil
 }
+
+// TargetWaiting implements store.Store.
+func (s *Store) TargetWaiting(ctx context.Context, p *store.TargetWaitingParams) (*store.TargetWaiting, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	var pending, noNotBefore, claimed int64
+	var notBefore, claimedAt sql.NullInt64
+	err := s.db.QueryRowContext(ctx, sqlshared.TargetWaiting, p.RunID, p.Shard, p.Token, micros(p.ClaimedBefore)).
+		Scan(&pending, &noNotBefore, &notBefore, &claimed, &claimedAt)
+	if err != nil {
+		return nil, fmt.Errorf("targets waiting in run %s shard %d: %w", p.RunID, p.Shard, wrapErr(err))
+	}
+	return sqlshared.Waiting(pending, noNotBefore, nullTime(notBefore), claimed, nullTime(claimedAt)), nil
+}

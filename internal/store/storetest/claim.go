@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"testing"
 	"time"
@@ -95,6 +96,52 @@ func exerciseClaim(ctx context.Context, t *testing.T, d *Driver) {
 		e.clock.Advance(time.Hour)
 		if got, want := claim(), treatmentIDs(8, 10); !equalStrings(got, want) {
 			t.Errorf("claim at t0+2h = %v, want %v", got, want)
+		}
+	})
+
+	// TargetWaiting: what a runner whose claim found nothing waits for.
+	t.Run("Waiting", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(ctx, t, d)
+		createRun(e, "r", "ns/email", 2)
+		t0 := e.clock.Now()
+		ts := treatment(0, 6, 0)
+		for i := 2; i < 6; i++ {
+			ts[i].NotBefore = t0.Add(time.Duration(i) * time.Hour)
+		}
+		ts = append(ts, treatment(6, 9, 1)...) // another shard: not counted
+		insertTargets(e, "r", ts)
+		waiting := func(token string, before time.Time) *store.TargetWaiting {
+			t.Helper()
+			w, err := e.s.TargetWaiting(ctx, &store.TargetWaitingParams{RunID: "r", Shard: 0, Token: token, ClaimedBefore: before})
+			if err != nil {
+				t.Fatalf("TargetWaiting: %v", err)
+			}
+			return w
+		}
+		// Two due now: the earliest not-before is "now" (zero).
+		if w := waiting("me", time.Time{}); w.Pending != 6 || !w.EarliestNotBefore.IsZero() || w.Claimed != 0 || !w.EarliestClaim.IsZero() {
+			t.Errorf("before any claim: %+v", w)
+		}
+		// A dead runner claims the two due; then only deferred ones are pending.
+		claimAll(e, "r", "dead")
+		claimedAt := e.clock.Now()
+		if w := waiting("me", time.Time{}); w.Pending != 4 || !w.EarliestNotBefore.Equal(t0.Add(2*time.Hour)) || w.Claimed != 0 {
+			t.Errorf("after the claim, no cut-off: %+v", w)
+		}
+		e.clock.Advance(time.Minute)
+		if w := waiting("me", e.clock.Now()); w.Claimed != 2 || !w.EarliestClaim.Equal(claimedAt) {
+			t.Errorf("claims before the cut-off: %+v, want 2 at %v", w, claimedAt)
+		}
+		// The claimer's own claims, and claims after the cut-off, are not counted.
+		if w := waiting("dead", e.clock.Now()); w.Claimed != 0 {
+			t.Errorf("own claims counted: %+v", w)
+		}
+		if w := waiting("me", claimedAt); w.Claimed != 0 {
+			t.Errorf("claims at the cut-off counted: %+v", w)
+		}
+		if _, err := e.s.TargetWaiting(ctx, &store.TargetWaitingParams{RunID: ""}); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("empty run id: %v, want ErrInvalid", err)
 		}
 	})
 

@@ -33,6 +33,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/retention-dev/retention-operator/internal/store"
 )
@@ -327,4 +328,26 @@ func SchemaError(found, need int) error {
 		hint = "upgrade this program"
 	}
 	return fmt.Errorf("%w: store schema is at version %d; this binary needs version %d: %s", store.ErrSchema, found, need, hint)
+}
+
+// TargetWaiting reads what is left in one shard for a runner
+// (store.TargetWaiting), over the pending and claimed partial indexes: the
+// pending targets, how many of them have no not-before, the earliest
+// not-before, and the claims of other runners ($3 is the asker's token)
+// made before $4, with the earliest. $1 run, $2 shard.
+const TargetWaiting = `SELECT
+	(SELECT count(*) FROM targets WHERE run_id = $1 AND shard = $2 AND state = 'pending'),
+	(SELECT count(*) FROM targets WHERE run_id = $1 AND shard = $2 AND state = 'pending' AND not_before IS NULL),
+	(SELECT min(not_before) FROM targets WHERE run_id = $1 AND shard = $2 AND state = 'pending'),
+	(SELECT count(*) FROM targets WHERE run_id = $1 AND shard = $2 AND state = 'claimed' AND claimed_by <> $3 AND claimed_at < $4),
+	(SELECT min(claimed_at) FROM targets WHERE run_id = $1 AND shard = $2 AND state = 'claimed' AND claimed_by <> $3 AND claimed_at < $4)`
+
+// Waiting builds a store.TargetWaiting from TargetWaiting's columns, the
+// times already decoded by the driver (zero for NULL).
+func Waiting(pending, noNotBefore int64, earliestNotBefore time.Time, claimed int64, earliestClaim time.Time) *store.TargetWaiting {
+	w := &store.TargetWaiting{Pending: pending, Claimed: claimed, EarliestClaim: earliestClaim}
+	if noNotBefore == 0 {
+		w.EarliestNotBefore = earliestNotBefore
+	}
+	return w
 }
