@@ -41,41 +41,21 @@ type LocalJobsReconciler struct {
 	// Binary is the local path of the runner binary that the container's
 	// command (RunnerCommand) stands for.
 	Binary string
-
-	mu      sync.Mutex
-	running map[types.UID]bool
 }
 
-// Reconcile runs a Job that has not finished, once.
+// Reconcile runs a Job that has not finished. controller-runtime never
+// reconciles one Job twice at once, RunJob returns only after writing the
+// finished status, and the Job is read uncached (the cache may not have
+// that status yet), so a Job runs once.
 func (r *LocalJobsReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var job batchv1.Job
-	if err := r.Get(ctx, req.NamespacedName, &job); err != nil {
+	if err := r.APIReader.Get(ctx, req.NamespacedName, &job); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if finished, _ := jobFinished(&job); finished || !r.start(job.UID) {
+	if finished, _ := jobFinished(&job); finished {
 		return ctrl.Result{}, nil
 	}
-	defer r.done(job.UID)
 	return ctrl.Result{}, r.RunJob(ctx, &job)
-}
-
-func (r *LocalJobsReconciler) start(uid types.UID) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.running == nil {
-		r.running = map[types.UID]bool{}
-	}
-	if r.running[uid] {
-		return false
-	}
-	r.running[uid] = true
-	return true
-}
-
-func (r *LocalJobsReconciler) done(uid types.UID) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.running, uid)
 }
 
 // RunJob runs every index of an Indexed Job as a local process, at most
