@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"strconv"
 	"time"
@@ -189,7 +190,9 @@ func (r *CampaignRunReconciler) credentials(ctx context.Context, run *retentionv
 		return nil
 	}
 	if r.Runner.UnsubscribeBaseURL != "" && ch.Spec.Slack == nil {
-		data[campaign.EnvUnsubscribeKey] = r.Runner.UnsubscribeKey
+		// Base64: the key is random bytes, and an environment variable
+		// cannot carry a NUL.
+		data[campaign.EnvUnsubscribeKey] = []byte(base64.StdEncoding.EncodeToString(r.Runner.UnsubscribeKey))
 	}
 	switch {
 	case ch.Spec.Webhook != nil && ch.Spec.Webhook.SigningSecretRef != nil:

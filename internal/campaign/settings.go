@@ -80,6 +80,8 @@ const (
 	EnvSMTPPassword = "RETENTION_SMTP_PASSWORD"
 	EnvSlackURL     = "RETENTION_SLACK_WEBHOOK_URL"
 	EnvDKIMKey      = "RETENTION_DKIM_PRIVATE_KEY"
-	// EnvUnsubscribeKey is the operator's unsubscribe-token key.
+	// EnvUnsubscribeKey is the operator's unsubscribe-token key, base64
+	// (standard encoding): the key is random bytes, which an environment
+	// variable cannot always carry.
 	EnvUnsubscribeKey = "RETENTION_UNSUBSCRIBE_KEY"
 )

@@ -1,6 +1,7 @@
 package outreach
 
 import (
+	"encoding/base64"
 	"fmt"
 	"os"
 	"strings"
@@ -77,7 +78,10 @@ func UnsubscribeLinks(settings campaign.RunSettings, channelKey string, getenv G
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	key := []byte(getenv(campaign.EnvUnsubscribeKey))
+	key, err := base64.StdEncoding.DecodeString(getenv(campaign.EnvUnsubscribeKey))
+	if err != nil {
+		return nil, fmt.Errorf("%w: unsubscribe key (%s) is not base64", ErrConfig, campaign.EnvUnsubscribeKey)
+	}
 	if err := unsubscribe.ValidateKey(key); err != nil {
 		return nil, fmt.Errorf("%w: unsubscribe key (%s): %v", ErrConfig, campaign.EnvUnsubscribeKey, err)
 	}
