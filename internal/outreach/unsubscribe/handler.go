@@ -197,32 +197,20 @@ type pageData struct {
 	Form bool
 }
 
+// pages are the title, message and button of each kind of page.
+var pages = map[pageKind]pageData{
+	confirmPage:     {Title: "Unsubscribe", Message: "Do you want to stop receiving these messages?", Form: true},
+	donePage:        {Title: "You have been unsubscribed", Message: "You will not receive these messages any more."},
+	invalidPage:     {Title: "Invalid link", Message: "This unsubscribe link is not valid. Please use the link from the message you received."},
+	notFoundPage:    {Title: "Not found", Message: "There is nothing here."},
+	methodPage:      {Title: "Method not allowed", Message: "Open the unsubscribe link in a browser."},
+	tooLargePage:    {Title: "Request too large", Message: "The request was too large."},
+	unavailablePage: {Title: "Please try again", Message: "We could not unsubscribe you right now. Please try again in a few minutes."},
+}
+
 func writePage(w http.ResponseWriter, status int, kind pageKind, channel string) {
-	d := pageData{Channel: channel}
-	switch kind {
-	case confirmPage:
-		d.Title = "Unsubscribe"
-		d.Message = "Do you want to stop receiving these messages?"
-		d.Form = true
-	case donePage:
-		d.Title = "You have been unsubscribed"
-		d.Message = "You will not receive these messages any more."
-	case invalidPage:
-		d.Title = "Invalid link"
-		d.Message = "This unsubscribe link is not valid. Please use the link from the message you received."
-	case notFoundPage:
-		d.Title = "Not found"
-		d.Message = "There is nothing here."
-	case methodPage:
-		d.Title = "Method not allowed"
-		d.Message = "Open the unsubscribe link in a browser."
-	case tooLargePage:
-		d.Title = "Request too large"
-		d.Message = "The request was too large."
-	case unavailablePage:
-		d.Title = "Please try again"
-		d.Message = "We could not unsubscribe you right now. Please try again in a few minutes."
-	}
+	d := pages[kind]
+	d.Channel = channel
 	w.WriteHeader(status)
 	// The status is sent; only the client's connection can fail now, and
 	// its error names the client's address, which is not logged.
