@@ -69,10 +69,14 @@ func (w *campaignWorld) campaign(t *testing.T, name string, mutate func(*retenti
 	t.Helper()
 	c := &retentionv1.Campaign{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: name},
 		Spec: retentionv1.CampaignSpec{
-			SegmentRef:       retentionv1.LocalObjectReference{Name: "everyone"},
-			ChannelRef:       retentionv1.LocalObjectReference{Name: "hook"},
-			Message:          retentionv1.Message{Subject: "We miss you", Body: "Hello {{.ID}}, {{printf \"%.0f\" .ExpectedValue}}"},
-			Schedule:         "@weekly",
+			SegmentRef: retentionv1.LocalObjectReference{Name: "everyone"},
+			ChannelRef: retentionv1.LocalObjectReference{Name: "hook"},
+			Message:    retentionv1.Message{Subject: "We miss you", Body: "Hello {{.ID}}, {{printf \"%.0f\" .ExpectedValue}}"},
+			Schedule:   "@weekly",
+			// Ad-hoc runs only: the suite clock is shared and starts at the
+			// real time, so an unsuspended schedule fires whenever a test's
+			// Advance crosses a slot (a Saturday-night CI run crossed Sunday).
+			Suspend:          true,
 			HoldoutPercent:   ptr.To(int32(20)),
 			FrequencyCap:     &retentionv1.FrequencyCap{MaxContacts: 1, Window: metav1.Duration{Duration: 168 * time.Hour}},
 			Suppress:         &retentionv1.Suppression{Segments: []retentionv1.LocalObjectReference{{Name: "vip"}}},
@@ -449,7 +453,7 @@ func TestCampaignOnEnter(t *testing.T) {
 	ctx := context.Background()
 	w := newCampaignWorld(t)
 	c := w.campaign(t, "welcome-vip", func(s *retentionv1.CampaignSpec) {
-		s.SegmentRef.Name, s.Schedule, s.Trigger, s.Suppress, s.DryRun = "vip", "", retentionv1.TriggerOnEnter, nil, true
+		s.SegmentRef.Name, s.Schedule, s.Trigger, s.Suppress, s.DryRun, s.Suspend = "vip", "", retentionv1.TriggerOnEnter, nil, true, false
 	})
 	seg := &retentionv1.Segment{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: "vip"}}
 	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(seg), seg); err != nil {

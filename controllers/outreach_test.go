@@ -180,6 +180,7 @@ func (w *outreachWorld) campaign(t *testing.T, name, channel string) {
 				HTML:     `<p>Hello <b>{{.ID}}</b></p>`,
 				Variants: []retentionv1.MessageVariant{{Name: "a"}, {Name: "b", Body: "Hi {{.ID}}, 10% off"}}},
 			Schedule:         "@yearly",
+			Suspend:          true, // ad-hoc runs only (see campaignWorld.campaign)
 			HoldoutPercent:   ptr.To(int32(20)),
 			Parallelism:      ptr.To(int32(2)),
 			ConversionWindow: &metav1.Duration{Duration: time.Hour},
