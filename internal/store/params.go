@@ -357,6 +357,20 @@ func (p *ConversionRecordParams) Validate() error {
 }
 
 // Validate checks the parameters.
+func (p *RunMeasureParams) Validate() error {
+	if p == nil {
+		return invalid("nil RunMeasureParams")
+	}
+	if p.SnapshotID <= 0 {
+		return invalid("snapshot id %d", p.SnapshotID)
+	}
+	if p.Measure == nil {
+		return invalid("no Measure function")
+	}
+	return checkKey("run id", p.RunID)
+}
+
+// Validate checks the parameters.
 func (p *ContactCountsParams) Validate() error {
 	if p == nil {
 		return invalid("nil ContactCountsParams")

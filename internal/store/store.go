@@ -251,6 +251,25 @@ type RunStore interface {
 	// target after its reference time (see ConversionRecordParams). It
 	// returns how many targets converted for the first time.
 	ConversionRecord(ctx context.Context, params *ConversionRecordParams) (int64, error)
+	// RunMeasure measures a run against one committed snapshot of its
+	// source (intent to treat): it streams the run's treatment and holdout
+	// targets that have a record in the snapshot, with their frozen
+	// baselines, to Measure, and stores what it returns — a first
+	// conversion (its time and the snapshot that showed it) and the revenue
+	// since the baseline — then records the snapshot as the run's last
+	// measured one. Runs without a reference time, dry runs, excluded
+	// targets and targets missing from the snapshot are never measured. A
+	// snapshot at or before the run's last measured one changes nothing
+	// (Skipped in the result), so a retried or late call cannot move the
+	// figures back. Errors: ErrNotFound for an unknown run or snapshot;
+	// ErrInvalid for a snapshot of another source or a run without one.
+	RunMeasure(ctx context.Context, params *RunMeasureParams) (*RunMeasureResult, error)
+	// CampaignStrata returns one stratum per measured run of a campaign
+	// (by campaign UID) — a run with a reference time that is no dry run:
+	// the stored runs' counted from their targets, the deleted runs' as
+	// RunDelete kept them — ordered by reference time, so a campaign's
+	// pooled figures never change when history limits delete its runs.
+	CampaignStrata(ctx context.Context, campaignUID string) ([]RunStratum, error)
 	// ContactCounts counts, for a whole audience in one set-based query,
 	// the ledger entries of each customer on a channel since a time (an
 	// entry's time is its run's materialization): contacts sent, and
@@ -495,6 +514,12 @@ type Run struct {
 	// ReferenceAt is the start of sending (zero until then): both groups'
 	// conversions are counted from it.
 	ReferenceAt time.Time
+	// Source is the key of the source of the run's snapshot, recorded at
+	// materialization (empty before).
+	Source string
+	// MeasuredSnapshot is the last snapshot the run was measured against
+	// (0: none yet).
+	MeasuredSnapshot int64
 }
 
 // WindowEnd is the end of the run's conversion window, or zero while the
@@ -604,6 +629,11 @@ type Target struct {
 	ClaimedAt   time.Time
 	SentAt      time.Time
 	ConvertedAt time.Time
+	// ConvertedSnapshot is the snapshot that first showed the conversion
+	// (0: none, or recorded by ConversionRecord); Revenue the revenue since
+	// the baseline that measurement recorded.
+	ConvertedSnapshot int64
+	Revenue           float64
 }
 
 // NewTarget is a target to insert.
@@ -782,6 +812,76 @@ type GroupTally struct {
 	SkippedByReason map[string]int64
 	// Converted counts targets with a recorded conversion.
 	Converted int64
+	// Revenue sums the recorded revenue since the baseline.
+	Revenue float64
+}
+
+// RunMeasureParams measure a run against a snapshot.
+type RunMeasureParams struct {
+	RunID string
+	// SnapshotID is a committed snapshot of the source of the run's own
+	// snapshot, usually the source's current one.
+	SnapshotID int64
+	// Measure decides one target. It is called from one goroutine, while
+	// the store streams (it must not call the store); b is reused between
+	// calls and so is c (as in SnapshotScan).
+	Measure func(b *Baseline, c *customer.Scored) Measured
+}
+
+// Baseline is what a target carries for measurement: its group, the
+// customer's purchases when the run was materialized, and what earlier
+// measurements recorded.
+type Baseline struct {
+	CustomerID   string
+	Group        TargetGroup
+	Transactions int64
+	Spend        float64
+	LastPurchase time.Time
+	// ReferenceAt and WindowEnd are the run's.
+	ReferenceAt, WindowEnd time.Time
+	// ConvertedAt is zero while no conversion is recorded.
+	ConvertedAt time.Time
+	Revenue     float64
+}
+
+// Measured is Measure's verdict on one target.
+type Measured struct {
+	// ConvertedAt, when not zero and no conversion is recorded yet, records
+	// one (with the measured snapshot).
+	ConvertedAt time.Time
+	// Revenue replaces the recorded revenue when SetRevenue is true.
+	Revenue    float64
+	SetRevenue bool
+}
+
+// RunMeasureResult counts what a measurement did.
+type RunMeasureResult struct {
+	// Measured counts the targets passed to Measure; Missing the treatment
+	// and holdout targets the snapshot has no record of.
+	Measured, Missing int64
+	// Converted counts first conversions recorded; Updated the targets
+	// whose revenue changed.
+	Converted, Updated int64
+	// Skipped is true when the snapshot was not newer than the run's last
+	// measured one: nothing was read or written.
+	Skipped bool
+}
+
+// RunStratum is one measured run of a campaign: its two groups.
+type RunStratum struct {
+	RunID       string
+	ReferenceAt time.Time
+	// Final is true once the run succeeded (its window closed and was
+	// measured); earlier figures are provisional.
+	Final              bool
+	Treatment, Holdout StratumGroup
+}
+
+// StratumGroup counts one group of a run: its targets, those converted,
+// and their revenue since the baseline.
+type StratumGroup struct {
+	Assigned, Converted int64
+	Revenue             float64
 }
 
 // Conversion is a conversion event of a customer.

@@ -234,7 +234,7 @@ func (a *audienceSource) Next() bool {
 		a.planErr = err
 		return false
 	}
-	sqlshared.AddTally(a.tally, string(t.Group), t.Variant, string(t.State), t.Reason, 1, 0)
+	sqlshared.AddTally(a.tally, string(t.Group), t.Variant, string(t.State), t.Reason, 1, 0, 0)
 	r := a.row
 	r[0], r[1], r[2], r[3], r[4], r[5], r[6] = a.p.RunID, t.CustomerID, string(t.Group), t.Variant, t.Shard, string(t.State), t.Reason
 	r[7] = nullTime(t.NotBefore)

@@ -94,7 +94,7 @@ func (s *Store) RunCreate(ctx context.Context, p *store.RunCreateParams) (*store
 }
 
 const runSelect = `SELECT run_id, campaign, campaign_uid, channel, segment, snapshot_id, scheduled_at,
-	conversion_window, dry_run, phase, settings::text, holdout_percent, shards, created_at, reference_at FROM runs`
+	conversion_window, dry_run, phase, settings::text, holdout_percent, shards, created_at, reference_at, source, measured_snapshot FROM runs`
 
 func scanRun(row pgx.Row) (*store.Run, error) {
 	var r store.Run
@@ -102,7 +102,7 @@ func scanRun(row pgx.Row) (*store.Run, error) {
 	var window int64
 	var scheduled, reference *time.Time
 	if err := row.Scan(&r.ID, &r.Campaign, &r.CampaignUID, &r.Channel, &r.Segment, &r.SnapshotID, &scheduled,
-		&window, &r.DryRun, &phase, &settings, &r.HoldoutPercent, &r.Shards, &r.CreatedAt, &reference); err != nil {
+		&window, &r.DryRun, &phase, &settings, &r.HoldoutPercent, &r.Shards, &r.CreatedAt, &reference, &r.Source, &r.MeasuredSnapshot); err != nil {
 		return nil, err
 	}
 	r.Settings = json.RawMessage(settings)
@@ -217,6 +217,9 @@ func (s *Store) RunDelete(ctx context.Context, runID string) error {
 		if _, err := tx.Exec(ctx, sqlshared.FoldTally, runID); err != nil {
 			return fmt.Errorf("fold tally: %w", err)
 		}
+		if _, err := tx.Exec(ctx, sqlshared.KeepStrata, runID); err != nil {
+			return fmt.Errorf("keep strata: %w", err)
+		}
 		if _, err := tx.Exec(ctx, sqlshared.LedgerKeep, runID); err != nil {
 			return fmt.Errorf("keep ledger entries: %w", err)
 		}
@@ -246,10 +249,11 @@ func tallyQuery(ctx context.Context, q querier, sql string, arg string, t *store
 	for rows.Next() {
 		var grp, variant, state, reason string
 		var n, converted int64
-		if err := rows.Scan(&grp, &variant, &state, &reason, &n, &converted); err != nil {
+		var revenue float64
+		if err := rows.Scan(&grp, &variant, &state, &reason, &n, &converted, &revenue); err != nil {
 			return nil, err
 		}
-		sqlshared.AddTally(t, grp, variant, state, reason, n, converted)
+		sqlshared.AddTally(t, grp, variant, state, reason, n, converted, revenue)
 	}
 	return t, rows.Err()
 }
@@ -405,7 +409,7 @@ func (s *Store) TargetInsert(ctx context.Context, p *store.TargetInsertParams) (
 
 const targetColumns = `run_id, customer_id, grp, variant, shard, state, reason, attempts, last_error, claimed_by,
 	not_before, address, locale, time_zone, fields, base_transactions, base_spend, base_last_purchase, expected_value,
-	claimed_at, sent_at, converted_at`
+	claimed_at, sent_at, converted_at, coalesce(converted_snapshot, 0), revenue`
 
 func scanTarget(row pgx.Row, t *store.Target) error {
 	var grp, state string
@@ -413,7 +417,7 @@ func scanTarget(row pgx.Row, t *store.Target) error {
 	var fields []byte
 	if err := row.Scan(&t.RunID, &t.CustomerID, &grp, &t.Variant, &t.Shard, &state, &t.Reason, &t.Attempts, &t.LastError,
 		&t.ClaimedBy, &notBefore, &t.Data.Address, &t.Data.Locale, &t.Data.TimeZone, &fields, &t.Data.BaseTransactions,
-		&t.Data.BaseSpend, &baseLast, &t.Data.ExpectedValue, &claimed, &sent, &converted); err != nil {
+		&t.Data.BaseSpend, &baseLast, &t.Data.ExpectedValue, &claimed, &sent, &converted, &t.ConvertedSnapshot, &t.Revenue); err != nil {
 		return err
 	}
 	t.Group, t.State = store.TargetGroup(grp), store.TargetState(state)

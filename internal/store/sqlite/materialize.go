@@ -138,7 +138,7 @@ func (s *Store) materialize(ctx context.Context, tx *sql.Tx, p *store.RunMateria
 			if err != nil {
 				return err, nil
 			}
-			sqlshared.AddTally(counted, string(t.Group), t.Variant, string(t.State), t.Reason, 1, 0)
+			sqlshared.AddTally(counted, string(t.Group), t.Variant, string(t.State), t.Reason, 1, 0, 0)
 			if err := w.add(p.RunID, &t); err != nil {
 				if errors.Is(err, store.ErrInvalid) {
 					return err, nil

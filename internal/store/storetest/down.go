@@ -87,6 +87,11 @@ func Calls(ctx context.Context, s store.Store) map[string]error {
 		return err
 	})
 	call("CampaignTally", func() error { _, err := s.CampaignTally(ctx, "uid"); return err })
+	call("CampaignStrata", func() error { _, err := s.CampaignStrata(ctx, "uid"); return err })
+	call("RunMeasure", func() error {
+		_, err := s.RunMeasure(ctx, &store.RunMeasureParams{RunID: "r", SnapshotID: 1, Measure: func(*store.Baseline, *customer.Scored) store.Measured { return store.Measured{} }})
+		return err
+	})
 	call("HoldoutGet", func() error { _, err := s.HoldoutGet(ctx, "uid", []string{"a"}); return err })
 	call("OptOutAdd", func() error { return s.OptOutAdd(ctx, &store.OptOutAddParams{Channel: "ns/ch", CustomerID: "a"}) })
 	call("OptOutFilter", func() error { _, err := s.OptOutFilter(ctx, "ns/ch", []string{"a"}); return err })

@@ -44,6 +44,7 @@ func Exercise(ctx context.Context, t *testing.T, d *Driver) {
 	t.Run("Ledger", func(t *testing.T) { t.Parallel(); exerciseLedger(ctx, t, d) })
 	t.Run("OptOut", func(t *testing.T) { t.Parallel(); exerciseOptOut(ctx, t, d) })
 	t.Run("Tally", func(t *testing.T) { t.Parallel(); exerciseTally(ctx, t, d) })
+	t.Run("Measure", func(t *testing.T) { t.Parallel(); exerciseMeasure(ctx, t, d) })
 	t.Run("Down", func(t *testing.T) { t.Parallel(); exerciseDown(ctx, t, d) })
 }
 

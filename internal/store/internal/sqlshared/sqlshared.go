@@ -40,16 +40,16 @@ import (
 
 // RunTally counts one run's targets, one row per (group, variant, state,
 // reason). $1 run id.
-const RunTally = `SELECT grp, variant, state, reason, count(*), count(converted_at)
+const RunTally = `SELECT grp, variant, state, reason, count(*), count(converted_at), coalesce(sum(revenue), 0)
 	FROM targets WHERE run_id = $1 GROUP BY grp, variant, state, reason`
 
 // CampaignTally counts a campaign's targets: the folded tallies of its
 // deleted runs and the targets of its stored runs, one row per (group,
 // state, reason) and part, with the columns of RunTally (variant empty);
 // the caller adds them up. $1 campaign UID.
-const CampaignTally = `SELECT grp, '' AS variant, state, reason, n, converted FROM campaign_tallies WHERE campaign_uid = $1
+const CampaignTally = `SELECT grp, '' AS variant, state, reason, n, converted, revenue FROM campaign_tallies WHERE campaign_uid = $1
 	UNION ALL
-	SELECT t.grp, '', t.state, t.reason, count(*), count(t.converted_at)
+	SELECT t.grp, '', t.state, t.reason, count(*), count(t.converted_at), coalesce(sum(t.revenue), 0)
 	FROM targets t JOIN runs r ON r.run_id = t.run_id
 	WHERE r.campaign_uid = $1
 	GROUP BY t.grp, t.state, t.reason`
@@ -57,13 +57,65 @@ const CampaignTally = `SELECT grp, '' AS variant, state, reason, n, converted FR
 // FoldTally adds a run's tally to its campaign's cumulative tally, before
 // the run is deleted (in the same transaction). Runs without a campaign
 // UID have no cumulative tally. $1 run id.
-const FoldTally = `INSERT INTO campaign_tallies (campaign_uid, grp, state, reason, n, converted)
-	SELECT r.campaign_uid, t.grp, t.state, t.reason, count(*), count(t.converted_at)
+const FoldTally = `INSERT INTO campaign_tallies (campaign_uid, grp, state, reason, n, converted, revenue)
+	SELECT r.campaign_uid, t.grp, t.state, t.reason, count(*), count(t.converted_at), coalesce(sum(t.revenue), 0)
 	FROM targets t JOIN runs r ON r.run_id = t.run_id
 	WHERE t.run_id = $1 AND r.campaign_uid <> ''
 	GROUP BY r.campaign_uid, t.grp, t.state, t.reason
 	ON CONFLICT (campaign_uid, grp, state, reason) DO UPDATE
-	SET n = campaign_tallies.n + excluded.n, converted = campaign_tallies.converted + excluded.converted`
+	SET n = campaign_tallies.n + excluded.n, converted = campaign_tallies.converted + excluded.converted,
+	revenue = campaign_tallies.revenue + excluded.revenue`
+
+// measuredRun is the condition on a run r that it is measured: sent (it
+// has a reference time), no dry run, of a campaign.
+const measuredRun = `r.campaign_uid <> '' AND r.reference_at IS NOT NULL AND NOT r.dry_run AND t.grp IN ('treatment', 'holdout')`
+
+// KeepStrata keeps a measured run's two groups as a stratum of its
+// campaign, before the run is deleted (in the same transaction). $1 run id.
+const KeepStrata = `INSERT INTO run_strata (campaign_uid, run_id, reference_at, final, grp, assigned, converted, revenue)
+	SELECT r.campaign_uid, r.run_id, r.reference_at, r.phase = 'Succeeded', t.grp, count(*), count(t.converted_at), coalesce(sum(t.revenue), 0)
+	FROM targets t JOIN runs r ON r.run_id = t.run_id
+	WHERE t.run_id = $1 AND ` + measuredRun + `
+	GROUP BY r.campaign_uid, r.run_id, r.reference_at, r.phase, t.grp
+	ON CONFLICT (campaign_uid, run_id, grp) DO NOTHING`
+
+// CampaignStrata lists a campaign's strata, one row per (run, group): the
+// kept ones of deleted runs and those of its stored measured runs, by
+// reference time. $1 campaign UID.
+const CampaignStrata = `SELECT run_id, reference_at, final, grp, assigned, converted, revenue FROM run_strata WHERE campaign_uid = $1
+	UNION ALL
+	SELECT r.run_id, r.reference_at, r.phase = 'Succeeded', t.grp, count(*), count(t.converted_at), coalesce(sum(t.revenue), 0)
+	FROM targets t JOIN runs r ON r.run_id = t.run_id
+	WHERE r.campaign_uid = $1 AND ` + measuredRun + `
+	GROUP BY r.run_id, r.reference_at, r.phase, t.grp
+	ORDER BY 2, 1, 4`
+
+// AddStratum adds one row of CampaignStrata to strata (ordered by run).
+func AddStratum(strata []store.RunStratum, runID string, referenceAt time.Time, final bool, grp string, assigned, converted int64, revenue float64) []store.RunStratum {
+	if n := len(strata); n == 0 || strata[n-1].RunID != runID {
+		strata = append(strata, store.RunStratum{RunID: runID, ReferenceAt: referenceAt.UTC(), Final: final})
+	}
+	s := &strata[len(strata)-1]
+	g := &s.Holdout
+	if store.TargetGroup(grp) == store.GroupTreatment {
+		g = &s.Treatment
+	}
+	*g = store.StratumGroup{Assigned: assigned, Converted: converted, Revenue: revenue}
+	return strata
+}
+
+// MeasuredTarget selects what RunMeasure passes to Measure: the run's
+// treatment and holdout targets joined with their snapshot records, in
+// customer id order. $1 run id; the snapshot table is the caller's.
+func MeasuredTarget(snapshotTable string) string {
+	return `SELECT t.customer_id, t.grp, t.base_transactions, t.base_spend, t.base_last_purchase, t.converted_at, t.revenue, s.data
+	FROM targets t JOIN ` + snapshotTable + ` s ON s.customer_id = t.customer_id
+	WHERE t.run_id = $1 AND t.grp IN ('treatment', 'holdout')
+	ORDER BY t.customer_id`
+}
+
+// CountMeasurable counts a run's treatment and holdout targets. $1 run id.
+const CountMeasurable = `SELECT count(*) FROM targets WHERE run_id = $1 AND grp IN ('treatment', 'holdout')`
 
 // OverMax excludes the eligible targets of a run beyond the first $2 by
 // expected value (highest first, ties by customer id) with reason
@@ -85,6 +137,7 @@ const NoLimit = int64(math.MaxInt64)
 // groups were recorded: the callers serialize the materializations of a
 // campaign). $1 run id, $2 time.
 const MarkMaterialized = `UPDATE runs SET phase = 'Materialized', materialized_at = $2,
+	source = coalesce((SELECT s.source FROM snapshots s WHERE s.id = runs.snapshot_id), ''),
 	materialized_seq = (SELECT coalesce(max(p.materialized_seq), 0) + 1 FROM runs p WHERE p.campaign_uid = runs.campaign_uid)
 	WHERE run_id = $1`
 
@@ -267,9 +320,9 @@ func NewCampaignTally() *store.RunTally {
 // AddTally adds one row of RunTally or CampaignTally to t: to its group,
 // and to its variant's tally when t keeps variants (Variants not nil) and
 // the group is treatment or holdout.
-func AddTally(t *store.RunTally, grp, variant, state, reason string, n, converted int64) {
+func AddTally(t *store.RunTally, grp, variant, state, reason string, n, converted int64, revenue float64) {
 	g := store.TargetGroup(grp)
-	addGroup(t.Groups, g, state, reason, n, converted)
+	addGroup(t.Groups, g, state, reason, n, converted, revenue)
 	if t.Variants == nil || (g != store.GroupTreatment && g != store.GroupHoldout) {
 		return
 	}
@@ -278,10 +331,10 @@ func AddTally(t *store.RunTally, grp, variant, state, reason string, n, converte
 		vs = map[string]*store.GroupTally{}
 		t.Variants[g] = vs
 	}
-	addGroup(vs, variant, state, reason, n, converted)
+	addGroup(vs, variant, state, reason, n, converted, revenue)
 }
 
-func addGroup[K comparable](m map[K]*store.GroupTally, key K, state, reason string, n, converted int64) {
+func addGroup[K comparable](m map[K]*store.GroupTally, key K, state, reason string, n, converted int64, revenue float64) {
 	g := m[key]
 	if g == nil {
 		g = &store.GroupTally{ByState: map[store.TargetState]int64{}, SkippedByReason: map[string]int64{}}
@@ -293,6 +346,7 @@ func addGroup[K comparable](m map[K]*store.GroupTally, key K, state, reason stri
 		g.SkippedByReason[reason] += n
 	}
 	g.Converted += converted
+	g.Revenue += revenue
 }
 
 // FieldsJSON encodes a target's template fields as stored: nil (SQL NULL)
@@ -350,4 +404,54 @@ func Waiting(pending, noNotBefore int64, earliestNotBefore time.Time, claimed in
 		w.EarliestNotBefore = earliestNotBefore
 	}
 	return w
+}
+
+// Measurement collects what RunMeasure writes: the targets whose
+// conversion or revenue Measure changed.
+type Measurement struct {
+	Result store.RunMeasureResult
+	// IDs, ConvertedAt (zero: no new conversion) and Revenue are parallel.
+	IDs         []string
+	ConvertedAt []time.Time
+	Revenue     []float64
+}
+
+// Add records Measure's verdict v on the target b.
+func (m *Measurement) Add(b *store.Baseline, v store.Measured) {
+	m.Result.Measured++
+	converts := b.ConvertedAt.IsZero() && !v.ConvertedAt.IsZero()
+	revenue := b.Revenue
+	if v.SetRevenue && v.Revenue != b.Revenue {
+		revenue = v.Revenue
+		m.Result.Updated++
+	}
+	if !converts && revenue == b.Revenue {
+		return
+	}
+	var at time.Time
+	if converts {
+		at = v.ConvertedAt.UTC()
+		m.Result.Converted++
+	}
+	m.IDs = append(m.IDs, b.CustomerID)
+	m.ConvertedAt = append(m.ConvertedAt, at)
+	m.Revenue = append(m.Revenue, revenue)
+}
+
+// MarkMeasured records a run's last measured snapshot. $1 run id, $2
+// snapshot id, $3 time.
+const MarkMeasured = `UPDATE runs SET measured_snapshot = $2, measured_at = $3 WHERE run_id = $1 AND measured_snapshot < $2`
+
+// CheckMeasurable says whether a run can be measured against a snapshot of
+// source snapSource: ErrInvalid when the run has no source or another
+// one; skip when the run is not measured (no reference time, a dry run)
+// or the snapshot is not newer than its last measured one.
+func CheckMeasurable(run *store.Run, snapshotID int64, snapSource string) (skip bool, err error) {
+	if run.ReferenceAt.IsZero() || run.DryRun || snapshotID <= run.MeasuredSnapshot {
+		return true, nil
+	}
+	if run.Source == "" || run.Source != snapSource {
+		return false, fmt.Errorf("snapshot %d is of source %q, the run's is %q: %w", snapshotID, snapSource, run.Source, store.ErrInvalid)
+	}
+	return false, nil
 }
