@@ -89,7 +89,7 @@ func (r *CampaignReconciler) reconcile(ctx context.Context, c *retentionv1.Campa
 	if err != nil {
 		return "", time.Time{}, err
 	}
-	if err := r.reconcileTotals(ctx, c); err != nil {
+	if err := r.reconcileTotals(ctx, c, runs); err != nil {
 		return "", time.Time{}, err
 	}
 	if c.Spec.Suspend {
@@ -192,6 +192,10 @@ type campaignRuns struct {
 	active, succeeded, failed []*retentionv1.CampaignRun
 	// names of every run, deleted or not: a slot whose run exists is done.
 	names map[string]bool
+	// byPhase counts the runs not being deleted by phase; latest is the
+	// most recently scheduled one with an experiment design.
+	byPhase map[retentionv1.RunPhase]int64
+	latest  *retentionv1.CampaignRun
 }
 
 // reconcileHistory lists the campaign's runs, records which are active and
@@ -206,13 +210,17 @@ func (r *CampaignReconciler) reconcileHistory(ctx context.Context, c *retentionv
 	sort.Slice(list.Items, func(i, j int) bool {
 		return list.Items[i].Spec.ScheduledTime.Before(&list.Items[j].Spec.ScheduledTime)
 	})
-	runs := &campaignRuns{names: map[string]bool{}}
+	runs := &campaignRuns{names: map[string]bool{}, byPhase: map[retentionv1.RunPhase]int64{}}
 	c.Status.Active = nil
 	for i := range list.Items {
 		run := &list.Items[i]
 		runs.names[run.Name] = true
 		if !run.DeletionTimestamp.IsZero() {
 			continue
+		}
+		runs.byPhase[run.Status.Phase]++
+		if run.Status.Experiment != nil {
+			runs.latest = run
 		}
 		switch phase := run.Status.Phase; {
 		case phase.Active():
@@ -246,28 +254,6 @@ func (r *CampaignReconciler) prune(ctx context.Context, c *retentionv1.Campaign,
 		if r.Recorder != nil {
 			r.Recorder.Eventf(c, runs[i], "Normal", retentionv1.EventRunDeleted, "Prune", "deleted finished run %s (history limit)", runs[i].Name)
 		}
-	}
-	return nil
-}
-
-// reconcileTotals reads the campaign's cumulative tally from the store.
-func (r *CampaignReconciler) reconcileTotals(ctx context.Context, c *retentionv1.Campaign) error {
-	st, err := r.Stores.Get(ctx)
-	if err != nil {
-		return err
-	}
-	tally, err := st.CampaignTally(ctx, string(c.UID))
-	if err != nil {
-		return fmt.Errorf("reading the campaign's totals: %w", err)
-	}
-	runs := int64(0)
-	if c.Status.Totals != nil {
-		runs = c.Status.Totals.Runs
-	}
-	c.Status.Totals = &retentionv1.CampaignTotals{
-		Runs:           runs,
-		AudienceCounts: audienceCounts(tally),
-		DeliveryCounts: deliveryCounts(tally),
 	}
 	return nil
 }

@@ -105,15 +105,8 @@ func (r *CampaignRunReconciler) recordPhase(run *retentionv1.CampaignRun, before
 	if m == nil {
 		return
 	}
-	campaign := run.Spec.CampaignRef.Name
-	if before == retentionv1.RunSending && run.Status.Delivery != nil {
-		d := run.Status.Delivery
-		m.CampaignMessagesTotal.WithLabelValues(run.Namespace, campaign, "sent").Add(float64(d.Sent))
-		m.CampaignMessagesTotal.WithLabelValues(run.Namespace, campaign, "failed").Add(float64(d.Failed))
-		m.CampaignMessagesTotal.WithLabelValues(run.Namespace, campaign, "skipped").Add(float64(d.Skipped))
-	}
 	if run.Status.Phase.Finished() {
-		m.CampaignRunsTotal.WithLabelValues(run.Namespace, campaign, strings.ToLower(string(run.Status.Phase))).Inc()
+		m.CampaignRunsTotal.WithLabelValues(run.Namespace, run.Spec.CampaignRef.Name, strings.ToLower(string(run.Status.Phase))).Inc()
 	}
 }
 
@@ -243,35 +236,13 @@ func (r *CampaignRunReconciler) track(ctx context.Context, st store.Store, run *
 	return r.measure(ctx, st, run, now)
 }
 
-// measure waits for the end of the conversion window. Conversion
-// measurement (per group, uplift) is not built in this version: a run
-// whose window has closed succeeds with its delivery figures, and says so.
-func (r *CampaignRunReconciler) measure(ctx context.Context, st store.Store, run *retentionv1.CampaignRun, now time.Time) (string, time.Time, error) {
-	if err := r.refreshCounts(ctx, st, run); err != nil {
-		return "", time.Time{}, err
-	}
-	if run.Status.WindowEndTime == nil || !now.Before(run.Status.WindowEndTime.Time) {
-		if _, err := st.RunSetPhase(ctx, &store.RunSetPhaseParams{RunID: string(run.UID), To: store.PhaseSucceeded}); err != nil {
-			return "", time.Time{}, fmt.Errorf("recording the run's phase: %w", err)
-		}
-		run.Status.Phase = retentionv1.RunSucceeded
-		return succeededMessage(run), time.Time{}, nil
-	}
-	end := run.Status.WindowEndTime.Time
-	return "", end, progressing(retentionv1.ReasonMeasuring, "sent %d; the conversion window closes at %s",
-		run.Status.Delivery.Sent, end.UTC().Format(time.RFC3339))
-}
-
 // refreshCounts reads the run's tally into status.
 func (r *CampaignRunReconciler) refreshCounts(ctx context.Context, st store.Store, run *retentionv1.CampaignRun) error {
 	tally, err := st.RunTally(ctx, string(run.UID))
 	if err != nil {
 		return fmt.Errorf("counting the run's targets: %w", err)
 	}
-	a := audienceCounts(tally)
-	d := deliveryCounts(tally)
-	run.Status.Audience, run.Status.Delivery = &a, &d
-	run.Status.Variants = variantCounts(tally)
+	setCounts(run, tally)
 	return nil
 }
 
@@ -320,8 +291,11 @@ func succeededMessage(run *retentionv1.CampaignRun) string {
 	if d == nil {
 		d = &retentionv1.DeliveryCounts{}
 	}
-	return fmt.Sprintf("sent %d of %d treatment targets (%d failed), %d held out; conversions are not measured in this version",
-		d.Sent, a.Treatment, d.Failed, a.Holdout)
+	msg := fmt.Sprintf("sent %d of %d treatment targets (%d failed), %d held out", d.Sent, a.Treatment, d.Failed, a.Holdout)
+	if m := run.Status.Measurement; m != nil {
+		msg += "; " + m.Verdict
+	}
+	return msg
 }
 
 func sendingOutcome(run *retentionv1.CampaignRun) error {
@@ -421,6 +395,7 @@ func (r *CampaignRunReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&batchv1.Job{}, handler.EnqueueRequestsFromMapFunc(runOfJob)).
 		Watches(&retentionv1.Segment{}, handler.EnqueueRequestsFromMapFunc(r.runsOfSegment)).
 		Watches(&retentionv1.Channel{}, handler.EnqueueRequestsFromMapFunc(r.runsOfChannel)).
+		Watches(&retentionv1.CustomerSource{}, handler.EnqueueRequestsFromMapFunc(r.runsOfSource)).
 		Named("campaignrun").
 		Complete(r)
 }
@@ -429,15 +404,31 @@ func (r *CampaignRunReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // the unfinished runs of the campaigns that reach or suppress it: a run
 // waiting for its audience moves on as soon as the segment is ready.
 func (r *CampaignRunReconciler) runsOfSegment(ctx context.Context, o client.Object) []reconcile.Request {
-	return r.runsOfCampaigns(ctx, o.GetNamespace(), indexSegmentRefs, o.GetName())
+	return r.runsOfCampaigns(ctx, o.GetNamespace(), indexSegmentRefs, o.GetName(), retentionv1.RunPhase.Active)
 }
 
 // runsOfChannel maps a Channel (Ready, perhaps) to its campaigns' unfinished runs.
 func (r *CampaignRunReconciler) runsOfChannel(ctx context.Context, o client.Object) []reconcile.Request {
-	return r.runsOfCampaigns(ctx, o.GetNamespace(), indexChannelRef, o.GetName())
+	return r.runsOfCampaigns(ctx, o.GetNamespace(), indexChannelRef, o.GetName(), retentionv1.RunPhase.Active)
 }
 
-func (r *CampaignRunReconciler) runsOfCampaigns(ctx context.Context, ns, index, name string) []reconcile.Request {
+// runsOfSource maps a CustomerSource (a new snapshot, perhaps) to the
+// measuring runs of the campaigns of its segments: each new snapshot is
+// measured as soon as it is current.
+func (r *CampaignRunReconciler) runsOfSource(ctx context.Context, o client.Object) []reconcile.Request {
+	var segs retentionv1.SegmentList
+	if err := r.List(ctx, &segs, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexSourceRef: o.GetName()}); err != nil {
+		return nil
+	}
+	measuring := func(p retentionv1.RunPhase) bool { return p == retentionv1.RunMeasuring }
+	var reqs []reconcile.Request
+	for _, seg := range segs.Items {
+		reqs = append(reqs, r.runsOfCampaigns(ctx, seg.Namespace, indexSegmentRefs, seg.Name, measuring)...)
+	}
+	return reqs
+}
+
+func (r *CampaignRunReconciler) runsOfCampaigns(ctx context.Context, ns, index, name string, phase func(retentionv1.RunPhase) bool) []reconcile.Request {
 	var campaigns retentionv1.CampaignList
 	if err := r.List(ctx, &campaigns, client.InNamespace(ns), client.MatchingFields{index: name}); err != nil {
 		return nil
@@ -449,7 +440,7 @@ func (r *CampaignRunReconciler) runsOfCampaigns(ctx context.Context, ns, index, 
 			continue
 		}
 		for _, run := range runs.Items {
-			if run.Status.Phase.Active() {
+			if phase(run.Status.Phase) {
 				reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: run.Name}})
 			}
 		}

@@ -12,7 +12,7 @@ import (
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
 	"github.com/retention-dev/retention-operator/internal/campaign"
-	"github.com/retention-dev/retention-operator/internal/metrics"
+	"github.com/retention-dev/retention-operator/internal/customer"
 	"github.com/retention-dev/retention-operator/internal/store"
 )
 
@@ -44,7 +44,7 @@ func (r *CampaignRunReconciler) materialize(ctx context.Context, st store.Store,
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("recording the run: %w", err)
 	}
-	planner, params, err := planFor(run, c, ch, compiled, stored, now)
+	planner, params, err := planFor(run, c, ch, compiled, stored, now, r.forecast(ctx, seg, stored.ConversionWindow))
 	if err != nil {
 		run.Status.Phase = retentionv1.RunFailed
 		return "", time.Time{}, stalled(retentionv1.ReasonInvalidSpec, "%v", err)
@@ -63,12 +63,20 @@ func (r *CampaignRunReconciler) materialize(ctx context.Context, st store.Store,
 		return "", time.Time{}, fmt.Errorf("materializing the audience: %w", err)
 	}
 	stats := planner.Stats()
-	a, d := audienceCounts(tally), deliveryCounts(tally)
-	run.Status.Audience, run.Status.Delivery = &a, &d
+	setCounts(run, tally)
+	a := *run.Status.Audience
 	run.Status.SnapshotID, run.Status.DryRun = stored.SnapshotID, stored.DryRun
 	run.Status.Deferred, run.Status.ZoneFallbacks = max(run.Status.Deferred, stats.Deferred), max(run.Status.ZoneFallbacks, stats.ZoneFallbacks)
-	if fresh {
-		r.countAudience(run, a)
+	if fresh || run.Status.Experiment == nil {
+		// The base rate is the planner's: a reconcile that finds the run
+		// materialized by an earlier one (whose status write was lost) has
+		// none, and says so.
+		baseRate, ok := stats.BaseRate()
+		run.Status.Experiment = experimentDesign(a, int32(stored.HoldoutPercent), baseRate, ok)
+		if !fresh && !ok {
+			run.Status.Experiment.Note = "the base rate was not recorded (the run was materialized by an earlier reconcile whose status was lost)"
+		}
+		r.checkSampleRatio(run)
 	}
 	if fresh && r.Recorder != nil {
 		r.Recorder.Eventf(run, nil, "Normal", retentionv1.EventMaterialized, "Materialize",
@@ -89,19 +97,6 @@ func (r *CampaignRunReconciler) materialize(ctx context.Context, st store.Store,
 		return "", time.Time{}, err
 	}
 	return "", now.Add(sendingRefresh), sendingOutcome(run)
-}
-
-// countAudience adds a materialized audience to the campaign's metrics.
-func (r *CampaignRunReconciler) countAudience(run *retentionv1.CampaignRun, a retentionv1.AudienceCounts) {
-	if r.Metrics == nil {
-		return
-	}
-	for outcome, n := range map[string]int64{
-		metrics.OutcomeTreatment: a.Treatment, metrics.OutcomeHeldOut: a.Holdout, metrics.OutcomeUnreachable: a.Unreachable,
-		metrics.OutcomeOptedOut: a.OptedOut, metrics.OutcomeSuppressed: a.Suppressed, metrics.OutcomeCapped: a.Capped, metrics.OutcomeOverMax: a.OverMax,
-	} {
-		r.Metrics.CampaignAudienceTotal.WithLabelValues(run.Namespace, run.Spec.CampaignRef.Name, outcome).Add(float64(n))
-	}
 }
 
 // startSending records the run's reference time (the start of sending,
@@ -226,7 +221,8 @@ func unlessSlack(ch *retentionv1.Channel, base string) string {
 
 // planFor builds the campaign's planner and the materialization's
 // parameters from the stored (frozen) run and the campaign's guardrails.
-func planFor(run *retentionv1.CampaignRun, c *retentionv1.Campaign, ch *retentionv1.Channel, compiled *campaign.Compiled, stored *store.Run, now time.Time) (*campaign.Planner, *store.RunMaterializeParams, error) {
+func planFor(run *retentionv1.CampaignRun, c *retentionv1.Campaign, ch *retentionv1.Channel, compiled *campaign.Compiled, stored *store.Run, now time.Time,
+	forecast func(*customer.Scored) float64) (*campaign.Planner, *store.RunMaterializeParams, error) {
 	zone := time.UTC
 	if tz := deref(c.Spec.TimeZone, ""); tz != "" {
 		loc, err := time.LoadLocation(tz)
@@ -244,6 +240,7 @@ func planFor(run *retentionv1.CampaignRun, c *retentionv1.Campaign, ch *retentio
 		Now:              now,
 		Fields:           compiled.Fields(),
 		DryRun:           stored.DryRun,
+		Forecast:         forecast,
 	}
 	params := &store.RunMaterializeParams{RunID: stored.ID}
 	if s := c.Spec.Suppress; s != nil {

@@ -196,11 +196,15 @@ func TestCampaignRunLifecycle(t *testing.T) {
 	if run.Status.ReferenceTime == nil || run.Status.WindowEndTime == nil || run.Status.WindowEndTime.Sub(run.Status.ReferenceTime.Time) != time.Hour {
 		t.Fatalf("reference %v window end %v", run.Status.ReferenceTime, run.Status.WindowEndTime)
 	}
-	for outcome, want := range map[string]int64{metrics.OutcomeTreatment: a.Treatment, metrics.OutcomeHeldOut: a.Holdout, metrics.OutcomeSuppressed: a.Suppressed} {
-		if got := testutil.ToFloat64(suiteMetrics.CampaignAudienceTotal.WithLabelValues(w.ns, "win-back", outcome)); got != float64(want) {
-			t.Fatalf("retention_campaign_audience_total{outcome=%q} = %v, want %d", outcome, got, want)
+	eventually(t, waitFor, func() error {
+		got := suiteMetrics.CampaignTotals.Get(w.ns, "win-back").Audience
+		for outcome, want := range map[string]int64{metrics.OutcomeTreatment: a.Treatment, metrics.OutcomeHeldOut: a.Holdout, metrics.OutcomeSuppressed: a.Suppressed} {
+			if got[outcome] != want {
+				return fmt.Errorf("retention_campaign_audience_total{outcome=%q} = %v, want %d", outcome, got[outcome], want)
+			}
 		}
-	}
+		return nil
+	})
 	if !meta.IsStatusConditionTrue(run.Status.Conditions, retentionv1.ConditionReconciling) || isReady(run.Status.Conditions) {
 		t.Fatalf("a sending run must be Reconciling and not Ready: %+v", run.Status.Conditions)
 	}
@@ -232,16 +236,21 @@ func TestCampaignRunLifecycle(t *testing.T) {
 	if d := run.Status.Delivery; d.Sent != a.Treatment || d.Pending != 0 {
 		t.Fatalf("delivery %+v, want %d sent", *d, a.Treatment)
 	}
-	suiteClock.Advance(2 * time.Hour)
+	// No snapshot arrives after the window's end: the run finishes with
+	// what it measured once measureGrace has passed.
+	suiteClock.Advance(2*time.Hour + measureGrace)
 	poke(t, run)
 	waitPhase(t, run, retentionv1.RunSucceeded)
 	eventually(t, waitFor, readyIs(run, func() []metav1.Condition { return run.Status.Conditions }, metav1.ConditionTrue, retentionv1.ReasonSucceeded, "sent"))
 	if run.Status.CompletionTime == nil || meta.FindStatusCondition(run.Status.Conditions, retentionv1.ConditionReconciling) != nil {
 		t.Fatalf("succeeded run: completion %v conditions %+v", run.Status.CompletionTime, run.Status.Conditions)
 	}
-	if got := testutil.ToFloat64(suiteMetrics.CampaignMessagesTotal.WithLabelValues(w.ns, "win-back", "sent")); got != float64(a.Treatment) {
-		t.Fatalf("retention_campaign_messages_total{outcome=sent} = %v, want %d", got, a.Treatment)
-	}
+	eventually(t, waitFor, func() error {
+		if got := suiteMetrics.CampaignTotals.Get(w.ns, "win-back").Messages["sent"]; got != a.Treatment {
+			return fmt.Errorf("retention_campaign_messages_total{outcome=sent} = %v, want %d", got, a.Treatment)
+		}
+		return nil
+	})
 	if got := testutil.ToFloat64(suiteMetrics.CampaignRunsTotal.WithLabelValues(w.ns, "win-back", "succeeded")); got != 1 {
 		t.Fatalf("retention_campaign_runs_total{result=succeeded} = %v, want 1", got)
 	}
@@ -343,16 +352,31 @@ func TestCampaignDryRun(t *testing.T) {
 
 // poke touches a run's annotations so its reconciler runs now (the test
 // moved the suite's clock past a time the run was waiting for).
-func poke(t *testing.T, run *retentionv1.CampaignRun) {
+func poke(t *testing.T, o client.Object) {
 	t.Helper()
-	p := client.MergeFrom(run.DeepCopy())
-	if run.Annotations == nil {
-		run.Annotations = map[string]string{}
+	p := client.MergeFrom(o.DeepCopyObject().(client.Object))
+	a := o.GetAnnotations()
+	if a == nil {
+		a = map[string]string{}
 	}
-	run.Annotations["test/poke"] = time.Now().Format(time.RFC3339Nano)
-	if err := k8sClient.Patch(context.Background(), run, p); err != nil {
+	a["test/poke"] = time.Now().Format(time.RFC3339Nano)
+	o.SetAnnotations(a)
+	if err := k8sClient.Patch(context.Background(), o, p); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// jobOf returns the run's outreach Job.
+func jobOf(t *testing.T, run *retentionv1.CampaignRun) *batchv1.Job {
+	t.Helper()
+	if run.Status.JobRef == nil {
+		t.Fatalf("run %s has no Job", run.Name)
+	}
+	var job batchv1.Job
+	if err := k8sClient.Get(context.Background(), client.ObjectKey{Namespace: run.Status.JobRef.Namespace, Name: run.Status.JobRef.Name}, &job); err != nil {
+		t.Fatal(err)
+	}
+	return &job
 }
 
 func keysOf(m map[string][]byte) []string {

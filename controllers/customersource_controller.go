@@ -70,6 +70,7 @@ func (r *CustomerSourceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		return ctrl.Result{}, err
 	}
 
+	r.exportStatus(&cs)
 	patcher := newStatusPatcher(r.Client, &cs)
 	now := r.Clock.Now()
 

@@ -199,6 +199,23 @@ func (r *CustomerSourceReconciler) observe(cs *retentionv1.CustomerSource, res *
 	}
 }
 
+// exportStatus exports what status and spec already say — the refresh
+// interval, the last successful scoring, the customers scored — on every
+// reconcile, so a restarted operator reports them (and the staleness
+// alert can fire) before its first scoring.
+func (r *CustomerSourceReconciler) exportStatus(cs *retentionv1.CustomerSource) {
+	m := r.Metrics
+	if m == nil {
+		return
+	}
+	ns, name := cs.Namespace, cs.Name
+	m.SourceScoringInterval.WithLabelValues(ns, name).Set(durationOr(cs.Spec.RefreshInterval, time.Hour).Seconds())
+	if t := cs.Status.LastScoredTime; t != nil {
+		m.SourceLastSuccess.WithLabelValues(ns, name).Set(float64(t.Unix()))
+		m.SourceCustomers.WithLabelValues(ns, name).Set(float64(cs.Status.Customers))
+	}
+}
+
 // riskBands counts customers by churn risk, in the order of metrics.RiskBands:
 // low (P(alive) >= 0.7), medium, high (P(alive) < 0.3).
 type riskBands [3]int64

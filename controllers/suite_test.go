@@ -49,8 +49,10 @@ var (
 	// it starts at the real time and tests move it forward (a conversion
 	// window's end, a schedule's next slot).
 	suiteClock = clock.NewFake(time.Now())
-	// suiteMetrics are the campaign reconcilers' metrics, on a registry of their own.
-	suiteMetrics *metrics.Metrics
+	// suiteMetrics are the reconcilers' metrics, on a registry of their
+	// own (suiteRegistry), beside controller-runtime's global one.
+	suiteMetrics  *metrics.Metrics
+	suiteRegistry *prometheus.Registry
 )
 
 // suiteJobsNamespace is where the suite's runs make their Jobs.
@@ -154,16 +156,17 @@ func zapLevel() zapcore.Level {
 // short retry so missing dependencies that no watch reports are retried fast.
 func setupTestReconcilers(mgr ctrl.Manager) error {
 	rec := mgr.GetEventRecorder("retention-operator")
-	m, err := metrics.New(prometheus.NewRegistry())
+	suiteRegistry = prometheus.NewRegistry()
+	m, err := metrics.New(suiteRegistry)
 	if err != nil {
 		return err
 	}
 	suiteMetrics = m
 	retry := 2 * time.Second
 	for _, s := range []interface{ SetupWithManager(ctrl.Manager) error }{
-		&CustomerSourceReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, RetryAfter: retry, Stores: suiteStores},
+		&CustomerSourceReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, RetryAfter: retry, Stores: suiteStores, Metrics: suiteMetrics},
 		&ChannelReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, RetryAfter: retry},
-		&SegmentReconciler{Client: mgr.GetClient(), Recorder: rec, RetryAfter: retry, Stores: suiteStores},
+		&SegmentReconciler{Client: mgr.GetClient(), Recorder: rec, RetryAfter: retry, Stores: suiteStores, Metrics: suiteMetrics},
 		&CampaignReconciler{Client: mgr.GetClient(), Recorder: rec, RetryAfter: retry, Clock: suiteClock, Stores: suiteStores, Metrics: suiteMetrics},
 		&CampaignRunReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, RetryAfter: retry,
 			Clock: suiteClock, Stores: suiteStores, Runner: suiteRunner, Metrics: suiteMetrics},

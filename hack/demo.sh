@@ -151,9 +151,35 @@ fi
 '
 echo "  the receiver: $(curl -sf http://127.0.0.1:9099/stats)"
 "$KUBECTL" get jobs -n default -l app.kubernetes.io/managed-by=retention-operator
+"$KUBECTL" get campaignrun win-back-now -n "$NS" -o jsonpath='  before sending, what these groups can show: base rate {.status.experiment.baseRatePercent}% (the purchase model'"'"'s forecast over the 7-day window), minimum detectable effect {.status.experiment.minimumDetectableEffect} pp ({.status.experiment.minimumDetectableLiftPercent}% relative) at 80% power; split vs planned {.status.experiment.plannedHoldoutPercent}% holdout: χ² p = {.status.experiment.sampleRatioPValue} {.status.experiment.note}
+'
+
+say "a day of purchases arrives: 8% of all customers buy today, treatment and holdout alike (the demo's messages reach no one); the source scores it and the run measures both groups by intent to treat"
+today=$(date -u +%F)
+{ zcat "$DEMO_DIR/transactions.csv.gz"
+  zcat "$DEMO_DIR/transactions.csv.gz" | tail -n +2 | cut -d, -f1 | sort -u |
+    awk -v d="$today" 'BEGIN { srand(7) } rand() < 0.08 { printf "%s,%s,%.2f\n", $1, d, 20 + rand() * 60 }'
+} | gzip >"$DEMO_DIR/transactions-today.csv.gz"
+"$KUBECTL" create configmap shop-data -n "$NS" --dry-run=client -o yaml \
+  --from-file=transactions.csv.gz="$DEMO_DIR/transactions-today.csv.gz" --from-file=customers.csv.gz="$DEMO_DIR/customers.csv.gz" |
+  "$KUBECTL" apply -f - >/dev/null
+for _ in $(seq 1 90); do
+  converted=$("$KUBECTL" get campaignrun win-back-now -n "$NS" -o jsonpath='{.status.measurement.treatment.converted}{.status.measurement.holdout.converted}')
+  [[ -n "$converted" && "$converted" != "00" ]] && break
+  sleep 2
+done
+"$KUBECTL" get campaignrun win-back-now -n "$NS" -o jsonpath='  measured snapshot {.status.measurement.snapshotID} (final: {.status.measurement.final}; provisional until the window closes)
+    treatment: {.status.measurement.treatment.converted} of {.status.measurement.treatment.customers} converted ({.status.measurement.treatment.ratePercent}%), revenue per customer {.status.measurement.treatment.revenuePerCustomer}
+    holdout:   {.status.measurement.holdout.converted} of {.status.measurement.holdout.customers} converted ({.status.measurement.holdout.ratePercent}%), revenue per customer {.status.measurement.holdout.revenuePerCustomer}
+    uplift {.status.measurement.uplift.percentagePoints} pp, 95% CI [{.status.measurement.uplift.lower}, {.status.measurement.uplift.upper}] ({.status.measurement.uplift.method}), p = {.status.measurement.uplift.pValue}
+    {.status.measurement.verdict}
+  per variant:{range .status.variantConversions[*]} {.name}: {.treatment.converted}/{.treatment.customers} vs {.holdout.converted}/{.holdout.customers};{end}
+'
+"$KUBECTL" get campaign win-back-demo -n "$NS" -o jsonpath='  the campaign, pooled over its {.status.measurement.runs} measured run(s) (Mantel–Haenszel): {.status.measurement.verdict}
+'
 
 say "what Prometheus scrapes (curl http://$METRICS_ADDR/metrics | grep ^retention_)"
-curl -sf "http://$METRICS_ADDR/metrics" | grep -E '^retention_(source_(customers|transactions|customers_by_risk|retention_rate_ratio|expected_value)|segment_size|campaign_(audience|messages|runs)_total)' | sed 's/^/  /' || echo "  (metrics endpoint not reachable)"
+curl -sf "http://$METRICS_ADDR/metrics" | grep -E '^retention_(source_(customers|transactions|customers_by_risk|retention_rate_ratio|expected_value|scoring_interval_seconds)|segment_size|campaign_(audience_total|messages_total|conversions_total|conversion_ratio|uplift_ratio|uplift_lower_ratio|uplift_upper_ratio|mde_ratio|sample_ratio_p_value|runs)[{ ])' | grep -v ' 0$' | sed 's/^/  /' || echo "  (metrics endpoint not reachable)"
 
 say "kubectl get retention -n $NS"
 "$KUBECTL" get retention -n "$NS"

@@ -346,9 +346,11 @@ type CampaignStatus struct {
 	// +optional
 	Totals *CampaignTotals `json:"totals,omitempty"`
 
-	// uplift pooled over the campaign's runs (filled by measurement).
+	// measurement pooled over every measured run the campaign ever made,
+	// stratified by run (Mantel–Haenszel), kept in the store so history
+	// limits never change it.
 	// +optional
-	Uplift *Uplift `json:"uplift,omitempty"`
+	Measurement *Measurement `json:"measurement,omitempty"`
 }
 
 // Campaign declares outreach to a segment through a channel.

@@ -114,25 +114,126 @@ type VariantCounts struct {
 	Failed int64 `json:"failed"`
 }
 
-// GroupConversion is the conversion of one group.
+// GroupConversion is the conversion of one experiment group.
 type GroupConversion struct {
-	// customers in the group.
+	// customers assigned to the group (intent to treat: sent or not).
 	Customers int64 `json:"customers"`
-	// converted customers within the conversion window.
+	// converted customers: a purchase beyond their baseline within the
+	// conversion window.
 	Converted int64 `json:"converted"`
-	// ratePercent is converted / customers in percent.
+	// ratePercent is converted / customers in percent (absent for an
+	// empty group).
 	// +optional
 	RatePercent string `json:"ratePercent,omitempty"`
+	// revenuePerCustomer is the revenue since the baseline of the group's
+	// converted customers divided by all its customers, in the source's
+	// currency.
+	// +optional
+	RevenuePerCustomer string `json:"revenuePerCustomer,omitempty"`
 }
 
-// Uplift is the measured effect of a run.
+// UpliftMethod names how an uplift's interval was computed.
+// +kubebuilder:validation:Enum=NewcombeHybridScore;MantelHaenszel
+type UpliftMethod string
+
+const (
+	// UpliftNewcombe is Newcombe's hybrid score interval for a difference
+	// of two independent proportions (one run).
+	UpliftNewcombe UpliftMethod = "NewcombeHybridScore"
+	// UpliftMantelHaenszel is the Mantel–Haenszel risk difference pooled
+	// over runs, stratified by run (a campaign).
+	UpliftMantelHaenszel UpliftMethod = "MantelHaenszel"
+)
+
+// Uplift is the measured effect: the treatment's conversion rate minus
+// the holdout's.
 type Uplift struct {
-	// percentagePoints is the treatment's conversion rate minus the holdout's.
+	// percentagePoints is the absolute uplift, treatment minus holdout.
 	PercentagePoints string `json:"percentagePoints"`
 	// lower bound of the 95% confidence interval, in percentage points.
 	Lower string `json:"lower"`
 	// upper bound of the 95% confidence interval, in percentage points.
 	Upper string `json:"upper"`
+	// relativePercent is the uplift relative to the holdout's rate (absent
+	// when the holdout did not convert at all).
+	// +optional
+	RelativePercent string `json:"relativePercent,omitempty"`
+	// pValue of the test of no difference (two-sided).
+	PValue string `json:"pValue"`
+	// method of the interval and test.
+	Method UpliftMethod `json:"method"`
+}
+
+// Measurement is what a run achieved — or a campaign's runs, pooled —
+// measured by intent to treat: everyone assigned to the treatment (sent or
+// not) against everyone assigned to the holdout, from one reference time
+// with one conversion rule.
+type Measurement struct {
+	// final is true once the figures can no longer change: the conversion
+	// window has closed and been measured (for a campaign: for every run
+	// pooled). Until then they are provisional.
+	Final bool `json:"final"`
+	// snapshotID is the last scored snapshot of the source measured (runs).
+	// +optional
+	SnapshotID int64 `json:"snapshotID,omitempty"`
+	// measuredTime is when that snapshot was measured (runs).
+	// +optional
+	MeasuredTime *metav1.Time `json:"measuredTime,omitempty"`
+	// runs pooled (campaigns).
+	// +optional
+	Runs int32 `json:"runs,omitempty"`
+	// treatment group.
+	Treatment GroupConversion `json:"treatment"`
+	// holdout group.
+	Holdout GroupConversion `json:"holdout"`
+	// uplift with its 95% confidence interval; absent when the groups are
+	// too small for an interval to mean anything (verdict says so).
+	// +optional
+	Uplift *Uplift `json:"uplift,omitempty"`
+	// verdict says in one sentence what the figures show, or why there are
+	// too few customers to say.
+	Verdict string `json:"verdict"`
+}
+
+// VariantConversion is the conversion of one message variant: its
+// treatment against the holdout members given the same variant.
+type VariantConversion struct {
+	// name of the variant.
+	Name string `json:"name"`
+	// treatment of the variant.
+	Treatment GroupConversion `json:"treatment"`
+	// holdout of the variant.
+	Holdout GroupConversion `json:"holdout"`
+}
+
+// ExperimentDesign is what the run's groups can show, known before
+// anything is sent, and whether the split came out as planned.
+type ExperimentDesign struct {
+	// baseRatePercent is the conversion rate the source's purchase model
+	// expects of the eligible within the conversion window (the mean of
+	// each one's probability of at least one purchase); absent without a
+	// fitted purchase model.
+	// +optional
+	BaseRatePercent string `json:"baseRatePercent,omitempty"`
+	// minimumDetectableEffect is the smallest absolute uplift, in
+	// percentage points, that these group sizes detect with 80% power at a
+	// two-sided α of 0.05, at the base rate.
+	// +optional
+	MinimumDetectableEffect string `json:"minimumDetectableEffect,omitempty"`
+	// minimumDetectableLiftPercent is the same relative to the base rate.
+	// +optional
+	MinimumDetectableLiftPercent string `json:"minimumDetectableLiftPercent,omitempty"`
+	// plannedHoldoutPercent is the holdout share the campaign asked for.
+	PlannedHoldoutPercent int32 `json:"plannedHoldoutPercent"`
+	// sampleRatioPValue is the p-value of the χ² test of the assigned
+	// group sizes against the planned split; below 0.001 the split is a
+	// sample-ratio mismatch (condition SampleRatioMismatch) and the uplift
+	// is not to be trusted.
+	// +optional
+	SampleRatioPValue string `json:"sampleRatioPValue,omitempty"`
+	// note says why a figure is absent.
+	// +optional
+	Note string `json:"note,omitempty"`
 }
 
 // CampaignRunStatus is the observed state of a CampaignRun.
@@ -196,17 +297,22 @@ type CampaignRunStatus struct {
 	// +optional
 	FollowUpJobs int32 `json:"followUpJobs,omitempty"`
 
-	// treatment conversion.
+	// experiment: the minimum detectable effect of the groups (before
+	// sending) and the sample-ratio check of the split.
 	// +optional
-	Treatment *GroupConversion `json:"treatment,omitempty"`
+	Experiment *ExperimentDesign `json:"experiment,omitempty"`
 
-	// holdout conversion.
+	// measurement of the run: provisional while the conversion window is
+	// open, final when the run has succeeded.
 	// +optional
-	Holdout *GroupConversion `json:"holdout,omitempty"`
+	Measurement *Measurement `json:"measurement,omitempty"`
 
-	// uplift with a confidence interval.
+	// variantConversions measures each message variant (campaigns with
+	// variants).
+	// +listType=map
+	// +listMapKey=name
 	// +optional
-	Uplift *Uplift `json:"uplift,omitempty"`
+	VariantConversions []VariantConversion `json:"variantConversions,omitempty"`
 
 	// startTime is when the run left Pending.
 	// +optional
@@ -247,6 +353,7 @@ type NamespacedReference struct {
 // +kubebuilder:printcolumn:name="Treatment",type=integer,JSONPath=`.status.audience.treatment`
 // +kubebuilder:printcolumn:name="Holdout",type=integer,JSONPath=`.status.audience.holdout`
 // +kubebuilder:printcolumn:name="Sent",type=integer,JSONPath=`.status.delivery.sent`
+// +kubebuilder:printcolumn:name="Uplift",type=string,JSONPath=`.status.measurement.uplift.percentagePoints`
 // +kubebuilder:printcolumn:name="Scheduled",type=date,JSONPath=`.spec.scheduledTime`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1

@@ -21,6 +21,11 @@ const (
 	// model could not be fitted, so scores come from a simpler model (RFM
 	// only, or another model of the family). Abnormal-true.
 	ConditionModelFallback = "ModelFallback"
+
+	// ConditionSampleRatioMismatch is True on a CampaignRun whose assigned
+	// groups are unlikely under the planned split (χ² p < 0.001): its
+	// uplift is not to be trusted. Abnormal-true.
+	ConditionSampleRatioMismatch = "SampleRatioMismatch"
 )
 
 // Condition reasons, shared by the kinds. They are also the reasons of the
@@ -125,4 +130,9 @@ const (
 	EventFollowUpJob = "FollowUpJob"
 	// EventSent: a run's Job finished; the delivery counts are final.
 	EventSent = "Sent"
+	// EventSampleRatioMismatch: a run's groups came out unlike the planned
+	// split (χ² p < 0.001).
+	EventSampleRatioMismatch = "SampleRatioMismatch"
+	// EventMeasured: a run's conversion window closed; its figures are final.
+	EventMeasured = "Measured"
 )

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/retention-dev/retention-operator/internal/customer"
 	"github.com/retention-dev/retention-operator/internal/store"
 )
 
@@ -47,6 +48,11 @@ type PlanConfig struct {
 	// DryRun plans the treatment as skipped (reason dry_run) instead of
 	// pending: counted, never sent.
 	DryRun bool
+	// Forecast, when set, gives a customer's probability of converting
+	// within the window under the source's purchase model (see Forecast):
+	// summed over the members given a group, it is the base rate the
+	// minimum detectable effect is computed from.
+	Forecast func(*customer.Scored) float64
 }
 
 // PlanStats counts what a Planner noticed beyond the groups and reasons
@@ -58,6 +64,21 @@ type PlanStats struct {
 	// Deferred counts treatment targets given a NotBefore by quiet hours
 	// (dry runs included: what would have been deferred).
 	Deferred int64
+	// Forecasted counts the members given a group (treatment or holdout)
+	// when PlanConfig.Forecast is set, and ExpectedConversions sums their
+	// forecast probabilities. Frequency caps and MaxPerRun exclude some
+	// of them afterwards in the store; the base rate is their mean.
+	Forecasted          int64
+	ExpectedConversions float64
+}
+
+// BaseRate is the mean forecast probability of conversion of the members
+// given a group; ok is false without a forecast.
+func (s PlanStats) BaseRate() (rate float64, ok bool) {
+	if s.Forecasted == 0 {
+		return 0, false
+	}
+	return s.ExpectedConversions / float64(s.Forecasted), true
 }
 
 // zoneCacheLimit bounds the number of distinct zone names a Planner
@@ -169,6 +190,10 @@ func (p *Planner) Plan(m *store.AudienceMember, t *store.NewTarget) error {
 		return fmt.Errorf("campaign: plan: customer %q has recorded group %q, want treatment or holdout", c.ID, m.RecordedGroup)
 	}
 	t.Variant = PickVariant(p.cfg.Variants, p.cfg.CampaignUID, c.ID)
+	if p.cfg.Forecast != nil {
+		p.stats.Forecasted++
+		p.stats.ExpectedConversions += p.cfg.Forecast(c)
+	}
 	if t.Group == store.GroupHoldout {
 		// Never contacted: the holdout keeps its baseline and no personal data.
 		t.State, t.Reason = store.StateSkipped, store.ReasonHoldout

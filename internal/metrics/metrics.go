@@ -21,6 +21,7 @@ type Metrics struct {
 	SourceTransactions     *prometheus.GaugeVec
 	SourceRejectedRows     *prometheus.GaugeVec
 	SourceLastSuccess      *prometheus.GaugeVec
+	SourceScoringInterval  *prometheus.GaugeVec
 	SourceScoringDuration  *prometheus.HistogramVec
 	SourceScoringsTotal    *prometheus.CounterVec
 	SourceCustomersByRisk  *prometheus.GaugeVec
@@ -30,13 +31,26 @@ type Metrics struct {
 	SegmentEntriesTotal    *prometheus.CounterVec
 	SegmentExitsTotal      *prometheus.CounterVec
 	SegmentEvaluationTotal *prometheus.CounterVec
-	CampaignAudienceTotal  *prometheus.CounterVec
-	CampaignMessagesTotal  *prometheus.CounterVec
-	CampaignRunsTotal      *prometheus.CounterVec
-	ChannelOptOutsTotal    *prometheus.CounterVec
+	// CampaignTotals are the campaigns' cumulative counters, read from
+	// the store (see CampaignTotals).
+	CampaignTotals          *CampaignTotals
+	CampaignMessagesQueued  *prometheus.GaugeVec
+	CampaignRuns            *prometheus.GaugeVec
+	CampaignRunsTotal       *prometheus.CounterVec
+	CampaignConversionRatio *prometheus.GaugeVec
+	CampaignUplift          *prometheus.GaugeVec
+	CampaignUpliftLower     *prometheus.GaugeVec
+	CampaignUpliftUpper     *prometheus.GaugeVec
+	CampaignUpliftPValue    *prometheus.GaugeVec
+	CampaignRevenuePerCust  *prometheus.GaugeVec
+	CampaignMDE             *prometheus.GaugeVec
+	CampaignSampleRatioP    *prometheus.GaugeVec
+	ChannelOptOutsTotal     *prometheus.CounterVec
 
 	// source, segment and campaign are the collectors of each kind, for Forget*.
 	source, segment, campaign []vec
+	// all are every collector registered.
+	all []vec
 }
 
 // Audience outcomes of CampaignAudienceTotal: the two groups and the
@@ -62,6 +76,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	m.SourceTransactions = src.gauge("transactions", "Transactions read for the current snapshot of a source.")
 	m.SourceRejectedRows = src.gauge("rejected_rows", "Rows rejected as unreadable in the last read of a source.")
 	m.SourceLastSuccess = src.gauge("last_success_timestamp_seconds", "Unix time of the last successful scoring of a source.")
+	m.SourceScoringInterval = src.gauge("scoring_interval_seconds", "The configured interval between scorings of a source (spec.refreshInterval).")
 	m.SourceScoringDuration = src.histogram("scoring_duration_seconds", "Duration of a scoring of a source, read to commit.",
 		prometheus.ExponentialBuckets(0.05, 2, 14))
 	m.SourceScoringsTotal = src.counter("scorings_total", "Scorings of a source by result (success, failure).", "result")
@@ -76,20 +91,29 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	m.SegmentExitsTotal = seg.counter("exits_total", "Customers who left a segment.")
 	m.SegmentEvaluationTotal = seg.counter("evaluations_total", "Segment evaluations by result (success, failure).", "result")
 
-	m.CampaignAudienceTotal = camp.counter("audience_total",
-		"Customers of materialized runs by outcome: treatment, held_out, or the exclusion reason (unreachable, opted_out, suppressed, capped, over_max). Dry runs included.", "outcome")
-	m.CampaignMessagesTotal = camp.counter("messages_total", "Messages of runs that finished sending, by outcome (sent, failed, skipped).", "outcome")
-	m.CampaignRunsTotal = camp.counter("runs_total", "Campaign runs that ended, by result (succeeded, failed, cancelled).", "result")
+	m.CampaignTotals = newCampaignTotals()
+	m.CampaignMessagesQueued = camp.gauge("messages_queued", "Treatment messages of stored runs not yet recorded, by state (pending: waiting to be claimed, deferred ones included; in_flight: claimed by a runner).", "state")
+	m.CampaignRuns = camp.gauge("runs", "CampaignRun objects of a campaign by phase (Pending, Materializing, Sending, Measuring, Succeeded, Failed, Cancelled).", "phase")
+	m.CampaignRunsTotal = camp.counter("runs_total", "Campaign runs that ended while this operator process watched, by result (succeeded, failed, cancelled). Resets when the operator restarts; rate() and increase() handle that.", "result")
+	m.CampaignConversionRatio = camp.gauge("conversion_ratio", "Conversion rate of a campaign's measured runs by group (treatment, holdout), pooled over runs: converted / assigned.", "group")
+	m.CampaignUplift = camp.gauge("uplift_ratio", "Absolute uplift of a campaign (treatment minus holdout conversion rate), the Mantel–Haenszel risk difference pooled over its measured runs. Absent while too few customers to say.")
+	m.CampaignUpliftLower = camp.gauge("uplift_lower_ratio", "Lower bound of the 95% confidence interval of retention_campaign_uplift_ratio.")
+	m.CampaignUpliftUpper = camp.gauge("uplift_upper_ratio", "Upper bound of the 95% confidence interval of retention_campaign_uplift_ratio.")
+	m.CampaignUpliftPValue = camp.gauge("uplift_p_value", "Two-sided p-value of the Cochran–Mantel–Haenszel test of no uplift over a campaign's measured runs.")
+	m.CampaignRevenuePerCust = camp.gauge("revenue_per_customer", "Revenue since the baseline per assigned customer, by group, pooled over a campaign's measured runs, in the source's currency.", "group")
+	m.CampaignMDE = camp.gauge("mde_ratio", "Minimum detectable absolute uplift (80% power, two-sided alpha 0.05) of the latest materialized run, at the base rate the purchase model forecasts.")
+	m.CampaignSampleRatioP = camp.gauge("sample_ratio_p_value", "p-value of the chi-square test of the latest materialized run's group sizes against the planned split; below 0.001 is a sample-ratio mismatch.")
 
 	chn := vecs{subsystem: "channel", labels: []string{"namespace", "channel"}}
 	m.ChannelOptOutsTotal = chn.counter("optouts_total", "One-click unsubscribes recorded for a channel (repeats included).")
 
-	for _, c := range slices.Concat(src.all, seg.all, camp.all, chn.all) {
+	m.all = slices.Concat(src.all, seg.all, camp.all, chn.all, []vec{m.CampaignTotals})
+	for _, c := range m.all {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
-	m.source, m.segment, m.campaign = src.all, seg.all, camp.all
+	m.source, m.segment, m.campaign = src.all, seg.all, append(camp.all, m.CampaignTotals)
 	return m, nil
 }
 

@@ -46,11 +46,11 @@ func TestLabelsCarryNoPersonalData(t *testing.T) {
 	if _, err := New(reg); err != nil {
 		t.Fatal(err)
 	}
-	allowed := map[string]bool{"namespace": true, "source": true, "segment": true, "campaign": true, "band": true, "result": true, "outcome": true}
+	allowed := map[string]bool{"namespace": true, "source": true, "segment": true, "campaign": true, "channel": true,
+		"band": true, "result": true, "outcome": true, "group": true, "state": true, "phase": true}
 	m, _ := New(prometheus.NewRegistry())
-	for _, c := range []prometheus.Collector{m.SourceCustomers, m.SourceCustomersByRisk, m.SourceScoringsTotal, m.SegmentSize, m.SegmentEvaluationTotal,
-		m.CampaignAudienceTotal, m.CampaignMessagesTotal, m.CampaignRunsTotal} {
-		ch := make(chan *prometheus.Desc, 4)
+	for _, c := range m.all {
+		ch := make(chan *prometheus.Desc, 8)
 		c.Describe(ch)
 		close(ch)
 		for d := range ch {
@@ -66,5 +66,40 @@ func TestLabelsCarryNoPersonalData(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestCampaignTotals: the store's cumulative counts are exported as
+// counters, replaced on Set (a restarted operator exports the same
+// values), and dropped with the campaign.
+func TestCampaignTotals(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m, err := New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.CampaignTotals.Set("shop", "win-back", CampaignCounts{
+		Audience:    map[string]int64{OutcomeTreatment: 90, OutcomeHeldOut: 10, OutcomeCapped: 3},
+		Messages:    map[string]int64{"sent": 88, "failed": 2},
+		Conversions: map[string]int64{GroupTreatment: 9, GroupHoldout: 1},
+	})
+	m.CampaignTotals.Set("shop", "other", CampaignCounts{Messages: map[string]int64{"sent": 1}})
+	want := `
+# HELP retention_campaign_messages_total Treatment messages of a campaign's runs by final outcome (sent, failed, skipped). From the store: survives restarts.
+# TYPE retention_campaign_messages_total counter
+retention_campaign_messages_total{campaign="other",namespace="shop",outcome="sent"} 1
+retention_campaign_messages_total{campaign="win-back",namespace="shop",outcome="failed"} 2
+retention_campaign_messages_total{campaign="win-back",namespace="shop",outcome="sent"} 88
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "retention_campaign_messages_total"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(m.CampaignTotals); n != 8 {
+		t.Fatalf("%d series, want 8", n)
+	}
+	m.ForgetCampaign("shop", "win-back")
+	if n := testutil.CollectAndCount(m.CampaignTotals); n != 1 {
+		t.Fatalf("%d series after forgetting a campaign, want 1", n)
 	}
 }

@@ -42,6 +42,9 @@ type Model interface {
 	// ExpectedPurchasesPopulation returns E[X(t)], the expected number of
 	// repeat purchases of a new customer in (0, t].
 	ExpectedPurchasesPopulation(t float64) float64
+	// ProbPurchase returns P(Y(t) > 0 | x, t_x, T), the probability of at
+	// least one purchase in (T, T+t]: a campaign's base conversion rate.
+	ProbPurchase(t float64, x int32, tx, T float64) float64
 }
 
 // Fit fits the named transaction model to d by maximum likelihood. On
