@@ -176,3 +176,40 @@ func TestCampaignRunMeasurement(t *testing.T) {
 		t.Fatalf("pooled figures changed when the run was deleted: %+v → %+v", before, after)
 	}
 }
+
+// TestCampaignRunSampleRatioMismatch forces an imbalance the way it
+// happens in practice: a campaign's holdout is raised from 20% to 50%
+// between runs, but recorded groups never change, so the second run's
+// split is far from the plan. The run says so: a SampleRatioMismatch
+// condition, an Event, and the p-value in status.experiment.
+func TestCampaignRunSampleRatioMismatch(t *testing.T) {
+	ctx := context.Background()
+	w := newCampaignWorld(t)
+	c := w.campaign(t, "win-back", func(s *retentionv1.CampaignSpec) { s.FrequencyCap = nil })
+	first := adHocRun(t, w.ns, "win-back", "first")
+	waitPhase(t, first, retentionv1.RunSending)
+	if meta.IsStatusConditionTrue(first.Status.Conditions, retentionv1.ConditionSampleRatioMismatch) {
+		t.Fatalf("first run flagged: %+v", first.Status.Experiment)
+	}
+	p := client.MergeFrom(c.DeepCopy())
+	c.Spec.HoldoutPercent = ptrInt32(50)
+	if err := k8sClient.Patch(ctx, c, p); err != nil {
+		t.Fatal(err)
+	}
+	second := adHocRun(t, w.ns, "win-back", "second")
+	waitPhase(t, second, retentionv1.RunSending)
+	e := second.Status.Experiment
+	if e == nil || e.PlannedHoldoutPercent != 50 || e.SampleRatioPValue == "" {
+		t.Fatalf("experiment %+v", e)
+	}
+	if pv, ok := sampleRatioP(e); !ok || pv >= sampleRatioPCutoff {
+		t.Fatalf("a %d/%d split against a planned 50%% holdout: p = %s", second.Status.Audience.Treatment, second.Status.Audience.Holdout, e.SampleRatioPValue)
+	}
+	cond := meta.FindStatusCondition(second.Status.Conditions, retentionv1.ConditionSampleRatioMismatch)
+	if cond == nil || cond.Status != metav1.ConditionTrue || !strings.Contains(cond.Message, "not to be trusted") {
+		t.Fatalf("condition %+v", cond)
+	}
+	eventually(t, waitFor, eventRecorded(w.ns, "second", retentionv1.EventSampleRatioMismatch))
+}
+
+func ptrInt32(v int32) *int32 { return &v }

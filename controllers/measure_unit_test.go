@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -33,5 +34,38 @@ func TestWindowDone(t *testing.T) {
 				t.Errorf("windowDone = %v, %v; want %v, %v", final, seen, tc.final, tc.seenEndWas)
 			}
 		})
+	}
+}
+
+func groupTally(total, converted int64, revenue float64) *store.GroupTally {
+	return &store.GroupTally{Total: total, Converted: converted, Revenue: revenue}
+}
+
+// TestRunMeasurement: per group, per variant, and "too few to say"
+// instead of a number for a tiny holdout.
+func TestRunMeasurement(t *testing.T) {
+	t.Parallel()
+	tally := &store.RunTally{
+		Groups: map[store.TargetGroup]*store.GroupTally{store.GroupTreatment: groupTally(700, 56, 1400), store.GroupHoldout: groupTally(80, 3, 75)},
+		Variants: map[store.TargetGroup]map[string]*store.GroupTally{
+			store.GroupTreatment: {"discount": groupTally(350, 40, 1000), "reminder": groupTally(350, 16, 400)},
+			store.GroupHoldout:   {"discount": groupTally(40, 1, 25), "reminder": groupTally(40, 2, 50)},
+		},
+	}
+	m := runMeasurement(tally, false, "")
+	if m.Treatment.RatePercent != "8.00" || m.Holdout.RatePercent != "3.75" || m.Treatment.RevenuePerCustomer != "2.00" || m.Uplift == nil ||
+		m.Uplift.PercentagePoints != "4.25" || m.Uplift.Method != "NewcombeHybridScore" || !strings.HasPrefix(m.Verdict, "no significant difference") {
+		t.Fatalf("measurement %+v uplift %+v", m, m.Uplift)
+	}
+	vs := variantConversions(tally)
+	if len(vs) != 2 || vs[0].Name != "discount" || vs[0].Treatment.Converted != 40 || vs[1].Holdout.Converted != 2 {
+		t.Fatalf("variants %+v", vs)
+	}
+	tally.Groups[store.GroupHoldout] = groupTally(7, 1, 0)
+	if m := runMeasurement(tally, false, ""); m.Uplift != nil || !strings.HasPrefix(m.Verdict, "too few to say") {
+		t.Fatalf("7 held out: %+v", m)
+	}
+	if m := runMeasurement(&store.RunTally{Groups: map[store.TargetGroup]*store.GroupTally{store.GroupTreatment: groupTally(5000, 900, 0), store.GroupHoldout: groupTally(5000, 500, 0)}}, true, "sample-ratio mismatch"); !strings.HasPrefix(m.Verdict, "untrustworthy (sample-ratio mismatch): the treatment converts better") {
+		t.Fatalf("verdict %q", m.Verdict)
 	}
 }
