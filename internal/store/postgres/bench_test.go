@@ -248,3 +248,20 @@ func floorCopy(ctx context.Context, wc, rc *pgx.Conn, table, runID string, snaps
 	}
 	return n, tx.Commit(ctx)
 }
+
+// BenchmarkMeasure1M measures a 1,000,000-target run against a later
+// snapshot (every tenth customer converted):
+//
+//	go test -run '^$' -bench Measure1M -benchtime 1x ./internal/store/postgres/
+func BenchmarkMeasure1M(b *testing.B) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(b, stockServer(b))
+	s, err := postgres.Open(ctx, url, store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	n := storetest.BenchSize()
+	snapshotID, segment := storetest.BenchAudience(b, s, n)
+	storetest.BenchMeasure(b, s, snapshotID, segment, n)
+}

@@ -49,3 +49,18 @@ func BenchmarkMaterialize1M(b *testing.B) {
 	snapshotID, segment := storetest.BenchAudience(b, s, n)
 	storetest.BenchMaterialize(b, s, snapshotID, segment, n)
 }
+
+// BenchmarkMeasure1M measures a 1,000,000-target run against a later
+// snapshot (every tenth customer converted):
+//
+//	go test -run '^$' -bench Measure1M -benchtime 1x ./internal/store/sqlite/
+func BenchmarkMeasure1M(b *testing.B) {
+	s, err := OpenPath(context.Background(), filepath.Join(b.TempDir(), "bench.db"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	n := storetest.BenchSize()
+	snapshotID, segment := storetest.BenchAudience(b, s, n)
+	storetest.BenchMeasure(b, s, snapshotID, segment, n)
+}

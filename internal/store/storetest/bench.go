@@ -281,3 +281,70 @@ func ReportRows(b *testing.B, total time.Duration, n int) {
 	b.ReportMetric(float64(n)/el, "rows/s")
 	b.ReportMetric(float64(PeakRSS())/(1<<20), "peak-RSS-MiB")
 }
+
+// BenchMeasure times RunMeasure of an n-target run against a later
+// snapshot of its source in which every tenth customer bought again on the
+// reference day: each iteration materializes a new run of the audience
+// (untimed), starts it, and measures it. It reports rows/s and peak RSS.
+// Run with -benchtime=1x.
+func BenchMeasure(b *testing.B, s store.Store, snapshotID int64, segment string, n int) {
+	ctx := context.Background()
+	ref := time.Date(2025, 6, 2, 9, 0, 0, 0, time.UTC)
+	w, err := s.SnapshotWrite(ctx, &store.SnapshotWriteParams{Source: "bench/audience"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var c customer.Scored
+	for i := 0; i < n; i++ {
+		Customer(i, &c)
+		if i%10 == 0 {
+			c.Features.Transactions++
+			c.Features.TotalSpend += 30
+			c.Features.LastPurchase = ref.Truncate(24 * time.Hour)
+		}
+		if err := w.Add(&c); err != nil {
+			b.Fatal(err)
+		}
+	}
+	later, err := w.Commit()
+	if err != nil {
+		b.Fatal(err)
+	}
+	measure := func(bl *store.Baseline, c *customer.Scored) store.Measured {
+		if int64(c.Features.Transactions) > bl.Transactions && !c.Features.LastPurchase.Before(bl.ReferenceAt.Truncate(24*time.Hour)) {
+			return store.Measured{ConvertedAt: c.Features.LastPurchase, Revenue: c.Features.TotalSpend - bl.Spend, SetRevenue: true}
+		}
+		return store.Measured{}
+	}
+	var total time.Duration
+	ResetPeakRSS()
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		benchRuns++
+		iter := strconv.Itoa(benchRuns)
+		run := "bench-measure-" + iter
+		if _, err := s.RunCreate(ctx, &store.RunCreateParams{RunID: run, Campaign: "bench/c", CampaignUID: "bench-uid-m" + iter,
+			Channel: "bench/ch-m" + iter, Segment: segment, SnapshotID: snapshotID, Shards: BenchShards, ConversionWindow: 7 * 24 * time.Hour}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.RunMaterialize(ctx, &store.RunMaterializeParams{RunID: run, Plan: BenchPlan}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.RunSetPhase(ctx, &store.RunSetPhaseParams{RunID: run, To: store.PhaseMeasuring, ReferenceAt: ref}); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		b.StartTimer()
+		res, err := s.RunMeasure(ctx, &store.RunMeasureParams{RunID: run, SnapshotID: later.ID, Measure: measure})
+		b.StopTimer()
+		total += time.Since(start)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if want := int64((n + 9) / 10); res.Measured != int64(n) || res.Converted != want {
+			b.Fatalf("measured %+v, want %d converted of %d", res, want, n)
+		}
+	}
+	ReportRows(b, total, n)
+}
