@@ -101,6 +101,9 @@ func (r *CampaignReconciler) exportCampaign(c *retentionv1.Campaign, tally *stor
 	m.CampaignMessagesQueued.WithLabelValues(ns, name, "in_flight").Set(float64(d.InFlight))
 	for _, p := range runPhases {
 		m.CampaignRuns.WithLabelValues(ns, name, string(p)).Set(float64(runs.byPhase[p]))
+		if p.Finished() {
+			m.CampaignRunsTotal.WithLabelValues(ns, name, strings.ToLower(string(p))) // at 0 until the first, so rate() sees it
+		}
 	}
 	r.exportMeasurement(c)
 	r.exportDesign(c, runs.latest)

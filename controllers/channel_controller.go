@@ -5,6 +5,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -12,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+	"github.com/retention-dev/retention-operator/internal/metrics"
 	"github.com/retention-dev/retention-operator/internal/outreach/webhook"
 )
 
@@ -25,6 +27,10 @@ type ChannelReconciler struct {
 	// RetryAfter is how long to wait before looking again for a missing
 	// dependency that no watch reports. If zero, this defaults to 5m.
 	RetryAfter time.Duration
+	// Metrics, when set, receives the channel metrics: the opt-out counter
+	// exists (at 0) from the first reconcile, so rate() sees it, and goes
+	// with the channel.
+	Metrics *metrics.Metrics
 }
 
 // +kubebuilder:rbac:groups=retention.dev,resources=channels,verbs=get;list;watch
@@ -36,7 +42,13 @@ type ChannelReconciler struct {
 func (r *ChannelReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var ch retentionv1.Channel
 	if err := r.Get(ctx, req.NamespacedName, &ch); err != nil {
+		if apierrors.IsNotFound(err) && r.Metrics != nil {
+			r.Metrics.ForgetChannel(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if r.Metrics != nil {
+		r.Metrics.ChannelOptOutsTotal.WithLabelValues(ch.Namespace, ch.Name)
 	}
 	patcher := newStatusPatcher(r.Client, &ch)
 	err := r.resolveSecrets(ctx, &ch)

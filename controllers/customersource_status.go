@@ -210,6 +210,9 @@ func (r *CustomerSourceReconciler) exportStatus(cs *retentionv1.CustomerSource) 
 	}
 	ns, name := cs.Namespace, cs.Name
 	m.SourceScoringInterval.WithLabelValues(ns, name).Set(durationOr(cs.Spec.RefreshInterval, time.Hour).Seconds())
+	for _, result := range []string{"success", "failure"} {
+		m.SourceScoringsTotal.WithLabelValues(ns, name, result) // at 0 until the first, so rate() sees it
+	}
 	if t := cs.Status.LastScoredTime; t != nil {
 		m.SourceLastSuccess.WithLabelValues(ns, name).Set(float64(t.Unix()))
 		m.SourceCustomers.WithLabelValues(ns, name).Set(float64(cs.Status.Customers))

@@ -165,7 +165,7 @@ func setupTestReconcilers(mgr ctrl.Manager) error {
 	retry := 2 * time.Second
 	for _, s := range []interface{ SetupWithManager(ctrl.Manager) error }{
 		&CustomerSourceReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, RetryAfter: retry, Stores: suiteStores, Metrics: suiteMetrics},
-		&ChannelReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, RetryAfter: retry},
+		&ChannelReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, RetryAfter: retry, Metrics: suiteMetrics},
 		&SegmentReconciler{Client: mgr.GetClient(), Recorder: rec, RetryAfter: retry, Stores: suiteStores, Metrics: suiteMetrics},
 		&CampaignReconciler{Client: mgr.GetClient(), Recorder: rec, RetryAfter: retry, Clock: suiteClock, Stores: suiteStores, Metrics: suiteMetrics},
 		&CampaignRunReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, RetryAfter: retry,

@@ -48,7 +48,7 @@ type Metrics struct {
 	ChannelOptOutsTotal     *prometheus.CounterVec
 
 	// source, segment and campaign are the collectors of each kind, for Forget*.
-	source, segment, campaign []vec
+	source, segment, campaign, channel []vec
 	// all are every collector registered.
 	all []vec
 }
@@ -113,7 +113,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			return nil, err
 		}
 	}
-	m.source, m.segment, m.campaign = src.all, seg.all, append(camp.all, m.CampaignTotals)
+	m.source, m.segment, m.campaign, m.channel = src.all, seg.all, append(camp.all, m.CampaignTotals), chn.all
 	return m, nil
 }
 
@@ -165,6 +165,11 @@ func (m *Metrics) ForgetSegment(namespace, name string) {
 // ForgetCampaign removes every series of a deleted campaign.
 func (m *Metrics) ForgetCampaign(namespace, name string) {
 	forget(m.campaign, prometheus.Labels{"namespace": namespace, "campaign": name})
+}
+
+// ForgetChannel removes every series of a deleted channel.
+func (m *Metrics) ForgetChannel(namespace, name string) {
+	forget(m.channel, prometheus.Labels{"namespace": namespace, "channel": name})
 }
 
 func forget(vs []vec, l prometheus.Labels) {
