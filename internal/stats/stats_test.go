@@ -76,8 +76,8 @@ func TestZTestIsPearsonChiSquare(t *testing.T) {
 		t.Fatal(err)
 	}
 	chi2 := 150 * sq(56*32-14*48) / (70.0 * 80 * 104 * 46)
-	if !near(chi2, 7.0234, 0.0001) || !near(d.PValue, ChiSquareSurvival(chi2, 1), 1e-12) || !near(d.PValue, 0.00805, 0.00001) {
-		t.Fatalf("p = %v, χ² %v → %v", d.PValue, chi2, ChiSquareSurvival(chi2, 1))
+	if !near(chi2, 7.0234, 0.0001) || !near(d.PValue, chiSquareSurvival(chi2, 1), 1e-12) || !near(d.PValue, 0.00805, 0.00001) {
+		t.Fatalf("p = %v, χ² %v → %v", d.PValue, chi2, chiSquareSurvival(chi2, 1))
 	}
 	if !d.HasRelative || !near(d.RelativeUplift, 0.2/0.6, 1e-12) {
 		t.Fatalf("relative uplift %v (%v)", d.RelativeUplift, d.HasRelative)
@@ -100,8 +100,12 @@ func TestQuantilesAgainstTables(t *testing.T) {
 	if q := distuv.UnitNormal.Quantile(0.8); !near(q, 0.841621, 1e-6) {
 		t.Errorf("z_0.8 = %v", q)
 	}
-	for _, tc := range []struct{ x, df, p float64 }{{3.841459, 1, 0.05}, {10.827566, 1, 0.001}, {13.815511, 2, 0.001}, {5.991465, 2, 0.05}} {
-		if p := ChiSquareSurvival(tc.x, tc.df); !near(p, tc.p, 1e-6) {
+	for _, tc := range []struct {
+		x  float64
+		df int
+		p  float64
+	}{{3.841459, 1, 0.05}, {10.827566, 1, 0.001}, {13.815511, 2, 0.001}, {5.991465, 2, 0.05}} {
+		if p := chiSquareSurvival(tc.x, tc.df); !near(p, tc.p, 1e-6) {
 			t.Errorf("P(χ²_%v > %v) = %v, want %v", tc.df, tc.x, p, tc.p)
 		}
 	}
@@ -164,7 +168,7 @@ func TestSampleSize(t *testing.T) {
 func TestSampleRatioMismatch(t *testing.T) {
 	t.Parallel()
 	chi2, p, err := SampleRatioMismatch([]int64{821, 179}, []float64{0.8, 0.2})
-	if err != nil || !near(chi2, 2.75625, 1e-9) || !near(p, ChiSquareSurvival(2.75625, 1), 1e-12) || p < 0.09 || p > 0.1 {
+	if err != nil || !near(chi2, 2.75625, 1e-9) || !near(p, chiSquareSurvival(2.75625, 1), 1e-12) || p < 0.09 || p > 0.1 {
 		t.Fatalf("χ² %v p %v (%v)", chi2, p, err)
 	}
 	if _, p, _ := SampleRatioMismatch([]int64{800, 200}, []float64{0.8, 0.2}); p != 1 {
