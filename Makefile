@@ -6,6 +6,7 @@ TOOLS_DIR ?= $(shell hack/tools.sh dir)
 TOOLS_BIN := $(TOOLS_DIR)/bin
 CONTROLLER_GEN := $(TOOLS_BIN)/controller-gen
 KUBECTL ?= $(TOOLS_BIN)/kubectl
+PROMTOOL ?= promtool
 IMG ?= retention-operator:dev
 GO_TEST_FLAGS ?= -count=1 -timeout=30m
 
@@ -22,14 +23,14 @@ demo: tools build ## Start a local control plane, run the operator, apply the sa
 	hack/demo.sh
 
 .PHONY: test
-test: tools verify unit ## Lint-level checks, then unit and envtest tests against a real kube-apiserver and PostgreSQL.
+test: tools verify test-rules unit ## Lint-level checks, the Prometheus rules' tests, then unit and envtest tests against a real kube-apiserver and PostgreSQL.
 
 .PHONY: unit
 unit: ## Run the Go tests (envtest, PostgreSQL and SQLite included).
 	go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: verify
-verify: fmt-check vet verify-generated ## gofmt, go vet, generated files up to date.
+verify: fmt-check vet verify-generated verify-monitoring ## gofmt, go vet, generated files up to date.
 
 .PHONY: fmt-check
 fmt-check:
@@ -43,6 +44,20 @@ vet:
 .PHONY: verify-generated
 verify-generated: ## Fail when `make manifests generate` would change a checked-in file.
 	hack/verify-generated.sh "$(CONTROLLER_GEN)"
+
+.PHONY: verify-monitoring
+verify-monitoring: ## Fail when `make monitoring` would change a checked-in file, or config/prometheus or config/grafana does not build.
+	hack/verify-monitoring.sh "$(KUBECTL)"
+
+.PHONY: test-rules
+test-rules: ## promtool: check the Prometheus rules and run their unit tests (config/prometheus/tests).
+	@command -v $(PROMTOOL) >/dev/null 2>&1 || { echo "$(PROMTOOL) not found: run 'make tools'" >&2; exit 1; }
+	$(PROMTOOL) check rules --lint=all --lint-fatal config/prometheus/rules/retention-operator.rules.yaml
+	$(PROMTOOL) test rules config/prometheus/tests/*.yaml
+
+.PHONY: test-monitoring
+test-monitoring: test-rules ## The rules' tests, the dashboard lint, and the dashboard and rules against a real Prometheus (test/promcheck).
+	go test $(GO_TEST_FLAGS) ./test/promcheck/
 
 ##@ Build
 
@@ -59,6 +74,11 @@ manifests: ## Generate CRDs and RBAC from the markers.
 .PHONY: generate
 generate: ## Generate deepcopy functions.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths="./api/..."
+
+.PHONY: monitoring
+monitoring: ## Generate the PrometheusRule and the Grafana dashboard from their sources.
+	hack/gen-prometheusrule.sh config/prometheus/prometheusrule.yaml
+	go run ./hack/gen-dashboard -o config/grafana/retention-operator.json
 
 .PHONY: tools
 tools: ## Install the pinned tools into the cache (idempotent).
