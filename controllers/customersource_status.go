@@ -209,7 +209,13 @@ func (r *CustomerSourceReconciler) exportStatus(cs *retentionv1.CustomerSource) 
 		return
 	}
 	ns, name := cs.Namespace, cs.Name
-	m.SourceScoringInterval.WithLabelValues(ns, name).Set(durationOr(cs.Spec.RefreshInterval, time.Hour).Seconds())
+	if cs.Spec.Suspend {
+		// A suspended source is not expected to score: no interval, so the
+		// staleness alert (3 × the interval) stays quiet.
+		m.SourceScoringInterval.DeleteLabelValues(ns, name)
+	} else {
+		m.SourceScoringInterval.WithLabelValues(ns, name).Set(durationOr(cs.Spec.RefreshInterval, time.Hour).Seconds())
+	}
 	for _, result := range []string{"success", "failure"} {
 		m.SourceScoringsTotal.WithLabelValues(ns, name, result) // at 0 until the first, so rate() sees it
 	}

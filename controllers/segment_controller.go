@@ -59,6 +59,7 @@ func (r *SegmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err := ensureFinalizer(ctx, r.Client, &seg, membershipFinalizer); err != nil {
 		return ctrl.Result{}, err
 	}
+	r.exportStatus(&seg)
 	patcher := newStatusPatcher(r.Client, &seg)
 	msg, err := r.evaluate(ctx, &seg)
 	if err != nil && r.Metrics != nil {
@@ -139,6 +140,26 @@ func (r *SegmentReconciler) record(seg *retentionv1.Segment, s *segment.Stats, s
 		m.SegmentEntriesTotal.WithLabelValues(seg.Namespace, seg.Name).Add(float64(s.Entered))
 		m.SegmentExitsTotal.WithLabelValues(seg.Namespace, seg.Name).Add(float64(s.Exited))
 		m.SegmentEvaluationTotal.WithLabelValues(seg.Namespace, seg.Name, "success").Inc()
+	}
+}
+
+// exportStatus exports what status already says, on every reconcile: the
+// size of the last evaluation (a restarted operator reports it before the
+// source's next snapshot), and the event counters at 0, so rate() sees
+// them from the first scrape.
+func (r *SegmentReconciler) exportStatus(seg *retentionv1.Segment) {
+	m := r.Metrics
+	if m == nil {
+		return
+	}
+	ns, name := seg.Namespace, seg.Name
+	if seg.Status.SnapshotID != 0 {
+		m.SegmentSize.WithLabelValues(ns, name).Set(float64(seg.Status.Size))
+	}
+	m.SegmentEntriesTotal.WithLabelValues(ns, name)
+	m.SegmentExitsTotal.WithLabelValues(ns, name)
+	for _, result := range []string{"success", "failure"} {
+		m.SegmentEvaluationTotal.WithLabelValues(ns, name, result)
 	}
 }
 
