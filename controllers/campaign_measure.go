@@ -64,8 +64,8 @@ func pooledMeasurement(strata []store.RunStratum) *retentionv1.Measurement {
 	m := &retentionv1.Measurement{Final: final, Runs: int32(len(strata)),
 		Treatment: conversionOf(tr.Assigned, tr.Converted, tr.Revenue), Holdout: conversionOf(ho.Assigned, ho.Converted, ho.Revenue)}
 	if stats.TooFewToSay(tr.Assigned, ho.Assigned) {
-		m.Verdict = fmt.Sprintf("too few to say: %d in the treatment and %d in the holdout over %d runs (at least %d in each are needed)",
-			tr.Assigned, ho.Assigned, len(strata), stats.MinGroupSize)
+		m.Verdict = fmt.Sprintf("too few to say: %d in the treatment and %d in the holdout over %s (at least %d in each are needed)",
+			tr.Assigned, ho.Assigned, plural(len(strata), "run"), stats.MinGroupSize)
 		return m
 	}
 	p, err := stats.MantelHaenszel(in, confidence)
@@ -74,7 +74,7 @@ func pooledMeasurement(strata []store.RunStratum) *retentionv1.Measurement {
 		return m
 	}
 	m.Uplift = upliftOf(p.Diff, p.CI, p.PValue, retentionv1.UpliftMantelHaenszel)
-	m.Verdict = verdict(m.Uplift, "") + fmt.Sprintf(", pooled over %d runs", len(strata))
+	m.Verdict = verdict(m.Uplift, "") + ", pooled over " + plural(len(strata), "run")
 	return m
 }
 
@@ -89,7 +89,7 @@ func (r *CampaignReconciler) exportCampaign(c *retentionv1.Campaign, tally *stor
 	counts := metrics.CampaignCounts{
 		Audience: map[string]int64{metrics.OutcomeTreatment: a.Treatment, metrics.OutcomeHeldOut: a.Holdout, metrics.OutcomeUnreachable: a.Unreachable,
 			metrics.OutcomeOptedOut: a.OptedOut, metrics.OutcomeSuppressed: a.Suppressed, metrics.OutcomeCapped: a.Capped, metrics.OutcomeOverMax: a.OverMax},
-		Messages:    map[string]int64{"sent": d.Sent, "failed": d.Failed, "skipped": d.Skipped},
+		Messages:    map[string]int64{"sent": d.Sent, "failed": d.Failed, "skipped": d.Skipped - dryRunTargets(tally)},
 		Conversions: map[string]int64{metrics.GroupTreatment: 0, metrics.GroupHoldout: 0},
 	}
 	for _, s := range strata {
@@ -177,4 +177,21 @@ func parseDecimal(s string) float64 {
 		return 0
 	}
 	return v
+}
+
+// plural says "1 run", "2 runs".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
+}
+
+// dryRunTargets counts the treatment targets of dry runs: skipped in the
+// store, but never messages.
+func dryRunTargets(t *store.RunTally) int64 {
+	if g := t.Groups[store.GroupTreatment]; g != nil {
+		return g.SkippedByReason[store.ReasonDryRun]
+	}
+	return 0
 }

@@ -67,15 +67,18 @@ func (r *CampaignRunReconciler) materialize(ctx context.Context, st store.Store,
 	a := *run.Status.Audience
 	run.Status.SnapshotID, run.Status.DryRun = stored.SnapshotID, stored.DryRun
 	run.Status.Deferred, run.Status.ZoneFallbacks = max(run.Status.Deferred, stats.Deferred), max(run.Status.ZoneFallbacks, stats.ZoneFallbacks)
-	if fresh || run.Status.Experiment == nil {
-		// The base rate is the planner's: a reconcile that finds the run
-		// materialized by an earlier one (whose status write was lost) has
-		// none, and says so.
+	switch {
+	case fresh:
 		baseRate, ok := stats.BaseRate()
 		run.Status.Experiment = experimentDesign(a, int32(stored.HoldoutPercent), baseRate, ok)
-		if !fresh && !ok {
-			run.Status.Experiment.Note = "the base rate was not recorded (the run was materialized by an earlier reconcile whose status was lost)"
-		}
+		r.checkSampleRatio(run)
+	case run.Status.Experiment == nil:
+		// Materialized by an earlier reconcile whose status this one does
+		// not see yet (a stale cache) or lost: the sample-ratio check from
+		// the stored counts; the base rate is the planner's, which only the
+		// materializing reconcile had. Its status patch, if it lands,
+		// merges its figures in.
+		run.Status.Experiment = sampleRatioDesign(a, int32(stored.HoldoutPercent))
 		r.checkSampleRatio(run)
 	}
 	if fresh && r.Recorder != nil {

@@ -227,13 +227,7 @@ func variantConversions(t *store.RunTally) []retentionv1.VariantConversion {
 // detectable effect at the base rate the purchase model forecasts, and
 // the sample-ratio check of the split against the planned holdout share.
 func experimentDesign(a retentionv1.AudienceCounts, holdoutPercent int32, baseRate float64, haveBase bool) *retentionv1.ExperimentDesign {
-	e := &retentionv1.ExperimentDesign{PlannedHoldoutPercent: holdoutPercent}
-	h := float64(holdoutPercent) / 100
-	if h > 0 && h < 1 && a.Treatment+a.Holdout > 0 {
-		if _, p, err := stats.SampleRatioMismatch([]int64{a.Treatment, a.Holdout}, []float64{1 - h, h}); err == nil {
-			e.SampleRatioPValue = pValue(p)
-		}
-	}
+	e := sampleRatioDesign(a, holdoutPercent)
 	var notes []string
 	switch {
 	case !haveBase:
@@ -252,6 +246,19 @@ func experimentDesign(a retentionv1.AudienceCounts, holdoutPercent int32, baseRa
 		e.MinimumDetectableLiftPercent = decimal(100*mde/baseRate, 1)
 	}
 	e.Note = strings.Join(notes, "; ")
+	return e
+}
+
+// sampleRatioDesign is the split's check alone: the planned holdout share
+// and the χ² p-value of the assigned groups against it.
+func sampleRatioDesign(a retentionv1.AudienceCounts, holdoutPercent int32) *retentionv1.ExperimentDesign {
+	e := &retentionv1.ExperimentDesign{PlannedHoldoutPercent: holdoutPercent}
+	h := float64(holdoutPercent) / 100
+	if h > 0 && h < 1 && a.Treatment+a.Holdout > 0 {
+		if _, p, err := stats.SampleRatioMismatch([]int64{a.Treatment, a.Holdout}, []float64{1 - h, h}); err == nil {
+			e.SampleRatioPValue = pValue(p)
+		}
+	}
 	return e
 }
 

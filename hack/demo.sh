@@ -162,7 +162,7 @@ today=$(date -u +%F)
 } | gzip >"$DEMO_DIR/transactions-today.csv.gz"
 "$KUBECTL" create configmap shop-data -n "$NS" --dry-run=client -o yaml \
   --from-file=transactions.csv.gz="$DEMO_DIR/transactions-today.csv.gz" --from-file=customers.csv.gz="$DEMO_DIR/customers.csv.gz" |
-  "$KUBECTL" apply -f - >/dev/null
+  "$KUBECTL" replace -f - >/dev/null
 for _ in $(seq 1 90); do
   converted=$("$KUBECTL" get campaignrun win-back-now -n "$NS" -o jsonpath='{.status.measurement.treatment.converted}{.status.measurement.holdout.converted}')
   [[ -n "$converted" && "$converted" != "00" ]] && break
@@ -175,7 +175,7 @@ done
     {.status.measurement.verdict}
   per variant:{range .status.variantConversions[*]} {.name}: {.treatment.converted}/{.treatment.customers} vs {.holdout.converted}/{.holdout.customers};{end}
 '
-"$KUBECTL" get campaign win-back-demo -n "$NS" -o jsonpath='  the campaign, pooled over its {.status.measurement.runs} measured run(s) (Mantel–Haenszel): {.status.measurement.verdict}
+"$KUBECTL" get campaign win-back-demo -n "$NS" -o jsonpath='  the campaign, all its measured runs pooled (Mantel–Haenszel): {.status.measurement.verdict}
 '
 
 say "what Prometheus scrapes (curl http://$METRICS_ADDR/metrics | grep ^retention_)"
