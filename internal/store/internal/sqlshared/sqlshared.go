@@ -105,13 +105,12 @@ func AddStratum(strata []store.RunStratum, runID string, referenceAt time.Time, 
 }
 
 // MeasuredTarget selects what RunMeasure passes to Measure: the run's
-// treatment and holdout targets joined with their snapshot records, in
-// customer id order. $1 run id; the snapshot table is the caller's.
+// treatment and holdout targets joined with their snapshot records, in no
+// particular order. $1 run id; the snapshot table is the caller's.
 func MeasuredTarget(snapshotTable string) string {
 	return `SELECT t.customer_id, t.grp, t.base_transactions, t.base_spend, t.base_last_purchase, t.converted_at, t.revenue, s.data
 	FROM targets t JOIN ` + snapshotTable + ` s ON s.customer_id = t.customer_id
-	WHERE t.run_id = $1 AND t.grp IN ('treatment', 'holdout')
-	ORDER BY t.customer_id`
+	WHERE t.run_id = $1 AND t.grp IN ('treatment', 'holdout')`
 }
 
 // CountMeasurable counts a run's treatment and holdout targets. $1 run id.
