@@ -102,6 +102,7 @@ say "a dry-run campaign's audience, counted by reason (kubectl get campaignrun w
   audience: {.status.audience.members} members of segment at-risk
     excluded: unreachable {.status.audience.unreachable}, opted out {.status.audience.optedOut}, suppressed {.status.audience.suppressed}, capped {.status.audience.capped}, over maxPerRun {.status.audience.overMax}
     eligible: treatment {.status.audience.treatment}, holdout {.status.audience.holdout}
+  what these groups could show: base rate {.status.experiment.baseRatePercent}%, minimum detectable effect {.status.experiment.minimumDetectableEffect} pp at 80% power {.status.experiment.note}
   {.status.conditions[?(@.type=="Ready")].message}
 '
 "$KUBECTL" get campaigns -n "$NS" -o wide
