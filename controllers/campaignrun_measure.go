@@ -46,12 +46,15 @@ func (r *CampaignRunReconciler) measure(ctx context.Context, st store.Store, run
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("reading the run: %w", err)
 	}
-	cur, err := st.SnapshotGetCurrent(ctx, stored.Source)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		cur = nil // the source was deleted: finish with what was measured
-	case err != nil:
-		return "", time.Time{}, fmt.Errorf("reading the source's snapshot: %w", err)
+	var cur *store.Snapshot
+	if stored.Source != "" { // "" for a run materialized before the store recorded sources: nothing to measure
+		cur, err = st.SnapshotGetCurrent(ctx, stored.Source)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			cur = nil // the source was deleted: finish with what was measured
+		case err != nil:
+			return "", time.Time{}, fmt.Errorf("reading the source's snapshot: %w", err)
+		}
 	}
 	if cur != nil && cur.ID > stored.MeasuredSnapshot {
 		if _, err := st.RunMeasure(ctx, &store.RunMeasureParams{RunID: stored.ID, SnapshotID: cur.ID, Measure: campaign.Measure}); err != nil {
