@@ -98,6 +98,7 @@ func (r *CampaignReconciler) exportCampaign(c *retentionv1.Campaign, tally *stor
 	}
 	m.CampaignTotals.Set(ns, name, counts)
 	m.CampaignMessagesQueued.WithLabelValues(ns, name, "pending").Set(float64(d.Pending))
+	m.CampaignMessagesQueued.WithLabelValues(ns, name, "deferred").Set(float64(d.Deferred))
 	m.CampaignMessagesQueued.WithLabelValues(ns, name, "in_flight").Set(float64(d.InFlight))
 	for _, p := range runPhases {
 		m.CampaignRuns.WithLabelValues(ns, name, string(p)).Set(float64(runs.byPhase[p]))

@@ -352,6 +352,7 @@ func deliveryCounts(t *store.RunTally) retentionv1.DeliveryCounts {
 	}
 	return retentionv1.DeliveryCounts{
 		Pending:  g.ByState[store.StatePending],
+		Deferred: g.Deferred,
 		InFlight: g.ByState[store.StateClaimed],
 		Sent:     g.ByState[store.StateSent],
 		Failed:   g.ByState[store.StateFailed],

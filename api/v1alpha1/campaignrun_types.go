@@ -87,6 +87,11 @@ type AudienceCounts struct {
 type DeliveryCounts struct {
 	// pending messages not yet sent (deferred ones included).
 	Pending int64 `json:"pending"`
+	// deferred messages are pending ones waiting for a not-before time
+	// still to come: quiet hours in the customer's time zone, or a retry's
+	// backoff.
+	// +optional
+	Deferred int64 `json:"deferred,omitempty"`
 	// inFlight messages claimed by a runner and not yet recorded.
 	InFlight int64 `json:"inFlight"`
 	// sent messages.

@@ -92,7 +92,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	m.SegmentEvaluationTotal = seg.counter("evaluations_total", "Segment evaluations by result (success, failure).", "result")
 
 	m.CampaignTotals = newCampaignTotals()
-	m.CampaignMessagesQueued = camp.gauge("messages_queued", "Treatment messages of stored runs not yet recorded, by state (pending: waiting to be claimed, deferred ones included; in_flight: claimed by a runner).", "state")
+	m.CampaignMessagesQueued = camp.gauge("messages_queued", "Treatment messages of stored runs not yet recorded, by state (pending: waiting to be claimed, deferred ones included; deferred: pending until quiet hours end or a retry's backoff passes; in_flight: claimed by a runner).", "state")
 	m.CampaignRuns = camp.gauge("runs", "CampaignRun objects of a campaign by phase (Pending, Materializing, Sending, Measuring, Succeeded, Failed, Cancelled).", "phase")
 	m.CampaignRunsTotal = camp.counter("runs_total", "Campaign runs that ended while this operator process watched, by result (succeeded, failed, cancelled). Resets when the operator restarts; rate() and increase() handle that.", "result")
 	m.CampaignConversionRatio = camp.gauge("conversion_ratio", "Conversion rate of a campaign's measured runs by group (treatment, holdout), pooled over runs: converted / assigned.", "group")

@@ -814,6 +814,9 @@ type GroupTally struct {
 	Converted int64
 	// Revenue sums the recorded revenue since the baseline.
 	Revenue float64
+	// Deferred counts the pending targets whose NotBefore is still to come
+	// (quiet hours, retry backoff), at the store's time of the tally.
+	Deferred int64
 }
 
 // RunMeasureParams measure a run against a snapshot.

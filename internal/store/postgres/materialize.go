@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -102,7 +103,7 @@ func (s *Store) materialize(ctx context.Context, tx pgx.Tx, rc *pgx.Conn, p *sto
 	}
 	if cur.Phase != store.PhasePending {
 		// Another materialization won.
-		tally, err = tallyQuery(ctx, tx, sqlshared.RunTally, p.RunID, sqlshared.NewTally())
+		tally, err = s.tallyQuery(ctx, tx, sqlshared.RunTally, p.RunID, sqlshared.NewTally())
 		return tally, nil, err
 	}
 	var state string
@@ -142,7 +143,7 @@ func (s *Store) materialize(ctx context.Context, tx pgx.Tx, rc *pgx.Conn, p *sto
 		return nil, nil, fmt.Errorf("read audience: %w", err)
 	}
 	defer rows.Close()
-	src := &audienceSource{rows: rows, p: p, run: run, dec: codec.NewDecoder(), row: make([]any, len(targetCopyColumns)), tally: sqlshared.NewTally()}
+	src := &audienceSource{rows: rows, p: p, run: run, dec: codec.NewDecoder(), row: make([]any, len(targetCopyColumns)), tally: sqlshared.NewTally(), now: now}
 	src.m.Customer = &src.rec
 	_, err = tx.CopyFrom(ctx, pgx.Identifier{"targets"}, targetCopyColumns, src)
 	if src.planErr != nil {
@@ -171,7 +172,7 @@ func (s *Store) materialize(ctx context.Context, tx pgx.Tx, rc *pgx.Conn, p *sto
 		return nil, nil, err
 	}
 	if p.MaxPerRun > 0 {
-		tally, err = tallyQuery(ctx, tx, sqlshared.RunTally, p.RunID, sqlshared.NewTally())
+		tally, err = s.tallyQuery(ctx, tx, sqlshared.RunTally, p.RunID, sqlshared.NewTally())
 		return tally, nil, err
 	}
 	return src.tally, nil, nil
@@ -192,6 +193,8 @@ type audienceSource struct {
 	// tally counts the targets written, the run's tally unless MaxPerRun
 	// moves some.
 	tally *store.RunTally
+	// now is the store's time, against which a target is deferred.
+	now time.Time
 
 	planErr error // Plan's error, or a target Plan made that is invalid
 	err     error // a read or decode error
@@ -234,7 +237,7 @@ func (a *audienceSource) Next() bool {
 		a.planErr = err
 		return false
 	}
-	sqlshared.AddTally(a.tally, string(t.Group), t.Variant, string(t.State), t.Reason, 1, 0, 0)
+	sqlshared.AddTally(a.tally, string(t.Group), t.Variant, string(t.State), t.Reason, 1, 0, 0, sqlshared.Deferred(&t, a.now))
 	r := a.row
 	r[0], r[1], r[2], r[3], r[4], r[5], r[6] = a.p.RunID, t.CustomerID, string(t.Group), t.Variant, t.Shard, string(t.State), t.Reason
 	r[7] = nullTime(t.NotBefore)

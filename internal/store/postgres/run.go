@@ -238,10 +238,14 @@ func (s *Store) RunDelete(ctx context.Context, runID string) error {
 	return nil
 }
 
+// tallyNow is the store's time in a tally query: Options.Clock's reading
+// ($2) or the database's.
+const tallyNow = "coalesce($2::timestamptz, now())"
+
 // tallyQuery runs a tally query (sqlshared.RunTally or CampaignTally)
 // into t (sqlshared.NewTally or NewCampaignTally).
-func tallyQuery(ctx context.Context, q querier, sql string, arg string, t *store.RunTally) (*store.RunTally, error) {
-	rows, err := q.Query(ctx, sql, arg)
+func (s *Store) tallyQuery(ctx context.Context, q querier, sql func(now string) string, arg string, t *store.RunTally) (*store.RunTally, error) {
+	rows, err := q.Query(ctx, sql(tallyNow), arg, s.clockParam())
 	if err != nil {
 		return nil, err
 	}
@@ -250,10 +254,11 @@ func tallyQuery(ctx context.Context, q querier, sql string, arg string, t *store
 		var grp, variant, state, reason string
 		var n, converted int64
 		var revenue float64
-		if err := rows.Scan(&grp, &variant, &state, &reason, &n, &converted, &revenue); err != nil {
+		var deferred int64
+		if err := rows.Scan(&grp, &variant, &state, &reason, &n, &converted, &revenue, &deferred); err != nil {
 			return nil, err
 		}
-		sqlshared.AddTally(t, grp, variant, state, reason, n, converted, revenue)
+		sqlshared.AddTally(t, grp, variant, state, reason, n, converted, revenue, deferred)
 	}
 	return t, rows.Err()
 }
@@ -266,7 +271,7 @@ func (s *Store) RunTally(ctx context.Context, runID string) (*store.RunTally, er
 			return err
 		}
 		var err error
-		t, err = tallyQuery(ctx, c, sqlshared.RunTally, runID, sqlshared.NewTally())
+		t, err = s.tallyQuery(ctx, c, sqlshared.RunTally, runID, sqlshared.NewTally())
 		return err
 	})
 	if err != nil {
@@ -283,7 +288,7 @@ func (s *Store) CampaignTally(ctx context.Context, campaignUID string) (*store.R
 	var t *store.RunTally
 	err := s.withConn(ctx, func(c *pgx.Conn) error {
 		var err error
-		t, err = tallyQuery(ctx, c, sqlshared.CampaignTally, campaignUID, sqlshared.NewCampaignTally())
+		t, err = s.tallyQuery(ctx, c, sqlshared.CampaignTally, campaignUID, sqlshared.NewCampaignTally())
 		return err
 	})
 	if err != nil {

@@ -67,7 +67,7 @@ func (s *Store) materialize(ctx context.Context, tx *sql.Tx, p *store.RunMateria
 		return nil, nil, err
 	}
 	if run.Phase != store.PhasePending {
-		tally, err = tallyQuery(ctx, tx, sqlshared.RunTally, p.RunID, sqlshared.NewTally())
+		tally, err = s.tallyQuery(ctx, tx, sqlshared.RunTally, p.RunID, sqlshared.NewTally())
 		return tally, nil, err
 	}
 	var state string
@@ -138,7 +138,7 @@ func (s *Store) materialize(ctx context.Context, tx *sql.Tx, p *store.RunMateria
 			if err != nil {
 				return err, nil
 			}
-			sqlshared.AddTally(counted, string(t.Group), t.Variant, string(t.State), t.Reason, 1, 0, 0)
+			sqlshared.AddTally(counted, string(t.Group), t.Variant, string(t.State), t.Reason, 1, 0, 0, sqlshared.Deferred(&t, fromMicros(now)))
 			if err := w.add(p.RunID, &t); err != nil {
 				if errors.Is(err, store.ErrInvalid) {
 					return err, nil
@@ -170,7 +170,7 @@ func (s *Store) materialize(ctx context.Context, tx *sql.Tx, p *store.RunMateria
 	}
 	if p.MaxPerRun > 0 {
 		// The tally counted while writing is off by the exclusions.
-		tally, err = tallyQuery(ctx, tx, sqlshared.RunTally, p.RunID, sqlshared.NewTally())
+		tally, err = s.tallyQuery(ctx, tx, sqlshared.RunTally, p.RunID, sqlshared.NewTally())
 	}
 	return tally, nil, err
 }

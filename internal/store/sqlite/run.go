@@ -206,8 +206,8 @@ func (s *Store) RunDelete(ctx context.Context, runID string) error {
 
 // tallyQuery runs a tally query (sqlshared.RunTally or CampaignTally)
 // into t (sqlshared.NewTally or NewCampaignTally).
-func tallyQuery(ctx context.Context, q queryer, query, arg string, t *store.RunTally) (*store.RunTally, error) {
-	rows, err := q.QueryContext(ctx, query, arg)
+func (s *Store) tallyQuery(ctx context.Context, q queryer, query func(now string) string, arg string, t *store.RunTally) (*store.RunTally, error) {
+	rows, err := q.QueryContext(ctx, query("$2"), arg, micros(s.opts.Now()))
 	if err != nil {
 		return nil, err
 	}
@@ -216,10 +216,11 @@ func tallyQuery(ctx context.Context, q queryer, query, arg string, t *store.RunT
 		var grp, variant, state, reason string
 		var n, converted int64
 		var revenue float64
-		if err := rows.Scan(&grp, &variant, &state, &reason, &n, &converted, &revenue); err != nil {
+		var deferred int64
+		if err := rows.Scan(&grp, &variant, &state, &reason, &n, &converted, &revenue, &deferred); err != nil {
 			return nil, err
 		}
-		sqlshared.AddTally(t, grp, variant, state, reason, n, converted, revenue)
+		sqlshared.AddTally(t, grp, variant, state, reason, n, converted, revenue, deferred)
 	}
 	return t, rows.Err()
 }
@@ -229,7 +230,7 @@ func (s *Store) RunTally(ctx context.Context, runID string) (*store.RunTally, er
 	if _, err := s.RunGet(ctx, runID); err != nil {
 		return nil, err
 	}
-	t, err := tallyQuery(ctx, s.db, sqlshared.RunTally, runID, sqlshared.NewTally())
+	t, err := s.tallyQuery(ctx, s.db, sqlshared.RunTally, runID, sqlshared.NewTally())
 	if err != nil {
 		return nil, fmt.Errorf("tally run %s: %w", runID, wrapErr(err))
 	}
@@ -241,7 +242,7 @@ func (s *Store) CampaignTally(ctx context.Context, campaignUID string) (*store.R
 	if err := store.CheckKey("campaign uid", campaignUID); err != nil {
 		return nil, err
 	}
-	t, err := tallyQuery(ctx, s.db, sqlshared.CampaignTally, campaignUID, sqlshared.NewCampaignTally())
+	t, err := s.tallyQuery(ctx, s.db, sqlshared.CampaignTally, campaignUID, sqlshared.NewCampaignTally())
 	if err != nil {
 		return nil, fmt.Errorf("tally campaign %s: %w", campaignUID, wrapErr(err))
 	}

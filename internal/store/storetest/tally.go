@@ -77,6 +77,25 @@ func countTarget[K comparable](m map[K]*store.GroupTally, key K, t *store.Target
 }
 
 func exerciseTally(ctx context.Context, t *testing.T, d *Driver) {
+	// Deferred: pending targets whose not-before is still to come, at the
+	// store's time; a due one is only pending.
+	t.Run("Deferred", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(ctx, t, d)
+		createRun(e, "r", "ns/email", 1)
+		now := e.clock.Now()
+		ts := treatment(0, 5, 0)
+		ts[0].NotBefore, ts[1].NotBefore, ts[2].NotBefore = now.Add(time.Hour), now.Add(2*time.Hour), now.Add(-time.Minute)
+		insertTargets(e, "r", ts)
+		g := tally(e, "r").Groups[store.GroupTreatment]
+		if g.ByState[store.StatePending] != 5 || g.Deferred != 2 {
+			t.Fatalf("pending %d, deferred %d; want 5, 2", g.ByState[store.StatePending], g.Deferred)
+		}
+		e.clock.Advance(90 * time.Minute)
+		if g := tally(e, "r").Groups[store.GroupTreatment]; g.Deferred != 1 {
+			t.Fatalf("after 90 minutes: deferred %d, want 1", g.Deferred)
+		}
+	})
 	// A run with two variants in both experiment groups: RunTally and
 	// RunMaterialize's tally break the treatment and holdout groups down by
 	// variant; excluded targets are not broken down, CampaignTally is not.

@@ -39,20 +39,41 @@ import (
 )
 
 // RunTally counts one run's targets, one row per (group, variant, state,
-// reason). $1 run id.
-const RunTally = `SELECT grp, variant, state, reason, count(*), count(converted_at), coalesce(sum(revenue), 0)
+// reason): targets, conversions, revenue and the pending targets deferred
+// to a not-before time still to come. $1 run id; now is the driver's
+// expression of the store's time ($2).
+func RunTally(now string) string {
+	return `SELECT grp, variant, state, reason, count(*), count(converted_at), coalesce(sum(revenue), 0), ` + deferred("", now) + `
 	FROM targets WHERE run_id = $1 GROUP BY grp, variant, state, reason`
+}
+
+// Deferred is 1 for a new target that is pending with a not-before time
+// after now (what the tally queries count), else 0: for the tallies counted
+// while a materialization streams.
+func Deferred(t *store.NewTarget, now time.Time) int64 {
+	if t.State == store.StatePending && t.NotBefore.After(now) {
+		return 1
+	}
+	return 0
+}
+
+// deferred counts the pending targets of alias whose not_before is after now.
+func deferred(alias, now string) string {
+	return `coalesce(sum(CASE WHEN ` + alias + `state = 'pending' AND ` + alias + `not_before > ` + now + ` THEN 1 ELSE 0 END), 0)`
+}
 
 // CampaignTally counts a campaign's targets: the folded tallies of its
 // deleted runs and the targets of its stored runs, one row per (group,
 // state, reason) and part, with the columns of RunTally (variant empty);
-// the caller adds them up. $1 campaign UID.
-const CampaignTally = `SELECT grp, '' AS variant, state, reason, n, converted, revenue FROM campaign_tallies WHERE campaign_uid = $1
+// the caller adds them up. $1 campaign UID, $2 the store's time (now).
+func CampaignTally(now string) string {
+	return `SELECT grp, '' AS variant, state, reason, n, converted, revenue, 0 FROM campaign_tallies WHERE campaign_uid = $1
 	UNION ALL
-	SELECT t.grp, '', t.state, t.reason, count(*), count(t.converted_at), coalesce(sum(t.revenue), 0)
+	SELECT t.grp, '', t.state, t.reason, count(*), count(t.converted_at), coalesce(sum(t.revenue), 0), ` + deferred("t.", now) + `
 	FROM targets t JOIN runs r ON r.run_id = t.run_id
 	WHERE r.campaign_uid = $1
 	GROUP BY t.grp, t.state, t.reason`
+}
 
 // FoldTally adds a run's tally to its campaign's cumulative tally, before
 // the run is deleted (in the same transaction). Runs without a campaign
@@ -319,9 +340,9 @@ func NewCampaignTally() *store.RunTally {
 // AddTally adds one row of RunTally or CampaignTally to t: to its group,
 // and to its variant's tally when t keeps variants (Variants not nil) and
 // the group is treatment or holdout.
-func AddTally(t *store.RunTally, grp, variant, state, reason string, n, converted int64, revenue float64) {
+func AddTally(t *store.RunTally, grp, variant, state, reason string, n, converted int64, revenue float64, deferred int64) {
 	g := store.TargetGroup(grp)
-	addGroup(t.Groups, g, state, reason, n, converted, revenue)
+	addGroup(t.Groups, g, state, reason, n, converted, revenue, deferred)
 	if t.Variants == nil || (g != store.GroupTreatment && g != store.GroupHoldout) {
 		return
 	}
@@ -330,10 +351,10 @@ func AddTally(t *store.RunTally, grp, variant, state, reason string, n, converte
 		vs = map[string]*store.GroupTally{}
 		t.Variants[g] = vs
 	}
-	addGroup(vs, variant, state, reason, n, converted, revenue)
+	addGroup(vs, variant, state, reason, n, converted, revenue, deferred)
 }
 
-func addGroup[K comparable](m map[K]*store.GroupTally, key K, state, reason string, n, converted int64, revenue float64) {
+func addGroup[K comparable](m map[K]*store.GroupTally, key K, state, reason string, n, converted int64, revenue float64, deferred int64) {
 	g := m[key]
 	if g == nil {
 		g = &store.GroupTally{ByState: map[store.TargetState]int64{}, SkippedByReason: map[string]int64{}}
@@ -346,6 +367,7 @@ func addGroup[K comparable](m map[K]*store.GroupTally, key K, state, reason stri
 	}
 	g.Converted += converted
 	g.Revenue += revenue
+	g.Deferred += deferred
 }
 
 // FieldsJSON encodes a target's template fields as stored: nil (SQL NULL)

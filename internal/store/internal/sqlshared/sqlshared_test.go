@@ -68,11 +68,11 @@ func TestAudienceQueryParameters(t *testing.T) {
 func TestAddTally(t *testing.T) {
 	t.Parallel()
 	tl := NewTally()
-	AddTally(tl, "treatment", "a", "sent", "", 5, 2, 0)
-	AddTally(tl, "treatment", "b", "skipped", "quiet_hours", 1, 0, 0)
-	AddTally(tl, "treatment", "a", "skipped", "quiet_hours", 2, 1, 0)
-	AddTally(tl, "holdout", "a", "skipped", "holdout", 3, 1, 0)
-	AddTally(tl, "excluded", "b", "skipped", "over_max", 4, 0, 0)
+	AddTally(tl, "treatment", "a", "sent", "", 5, 2, 0, 0)
+	AddTally(tl, "treatment", "b", "skipped", "quiet_hours", 1, 0, 0, 0)
+	AddTally(tl, "treatment", "a", "skipped", "quiet_hours", 2, 1, 0, 0)
+	AddTally(tl, "holdout", "a", "skipped", "holdout", 3, 1, 0, 0)
+	AddTally(tl, "excluded", "b", "skipped", "over_max", 4, 0, 0, 0)
 	want := &store.RunTally{Groups: map[store.TargetGroup]*store.GroupTally{
 		store.GroupTreatment: {Total: 8, Converted: 3, ByState: map[store.TargetState]int64{store.StateSent: 5, store.StateSkipped: 3},
 			SkippedByReason: map[string]int64{store.ReasonQuietHours: 3}},
@@ -97,7 +97,7 @@ func TestAddTally(t *testing.T) {
 	}
 	// A campaign tally keeps groups only.
 	ct := NewCampaignTally()
-	AddTally(ct, "treatment", "", "sent", "", 5, 2, 0)
+	AddTally(ct, "treatment", "", "sent", "", 5, 2, 0, 0)
 	if ct.Variants != nil || ct.Groups[store.GroupTreatment].Total != 5 {
 		t.Errorf("campaign tally = %+v", ct)
 	}
