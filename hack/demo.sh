@@ -26,7 +26,7 @@ cleanup() {
 trap cleanup EXIT
 
 say "starting a local control plane (etcd + kube-apiserver) in $DEMO_DIR"
-go build -o "$DEMO_DIR/localcluster" ./test/localcluster
+go build -o "$DEMO_DIR/localcluster" ./test/localcluster/cmd/localcluster
 "$DEMO_DIR/localcluster" -write-kubeconfig "$KUBECONFIG" >"$DEMO_DIR/cluster.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 120); do [[ -f "$KUBECONFIG" ]] && break; sleep 0.5; done
