@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
 	"github.com/retention-dev/retention-operator/internal/metrics"
 	"github.com/retention-dev/retention-operator/internal/stats"
@@ -39,19 +41,29 @@ func (r *CampaignReconciler) reconcileTotals(ctx context.Context, c *retentionv1
 		n = c.Status.Totals.Runs
 	}
 	c.Status.Totals = &retentionv1.CampaignTotals{Runs: n, AudienceCounts: audienceCounts(tally), DeliveryCounts: deliveryCounts(tally)}
-	c.Status.Measurement = pooledMeasurement(strata)
-	r.exportCampaign(c, tally, strata, runs)
+	pooled := poolRuns(strata)
+	c.Status.Measurement = pooled.status
+	r.exportCampaign(c, tally, pooled, runs)
 	return nil
 }
 
-// pooledMeasurement pools a campaign's measured runs, stratified by run:
-// the Mantel–Haenszel risk difference, so runs with different base rates
-// or holdout shares are not confounded as a naive sum of counts would be.
-func pooledMeasurement(strata []store.RunStratum) *retentionv1.Measurement {
+// pooledRuns are a campaign's measured runs pooled: the status figures
+// and the raw numbers behind them, which the metrics export unrounded.
+type pooledRuns struct {
+	status             *retentionv1.Measurement // nil without a measured run
+	treatment, holdout store.StratumGroup       // summed over the runs
+	uplift             *stats.Pooled            // nil while too few to say
+}
+
+// poolRuns pools a campaign's measured runs, stratified by run: the
+// Mantel–Haenszel risk difference, so runs with different base rates or
+// holdout shares are not confounded as a naive sum of counts would be.
+func poolRuns(strata []store.RunStratum) pooledRuns {
+	var out pooledRuns
 	if len(strata) == 0 {
-		return nil
+		return out
 	}
-	var tr, ho store.StratumGroup
+	tr, ho := &out.treatment, &out.holdout
 	in := make([]stats.Stratum, 0, len(strata))
 	final := true
 	for _, s := range strata {
@@ -63,40 +75,37 @@ func pooledMeasurement(strata []store.RunStratum) *retentionv1.Measurement {
 	}
 	m := &retentionv1.Measurement{Final: final, Runs: int32(len(strata)),
 		Treatment: conversionOf(tr.Assigned, tr.Converted, tr.Revenue), Holdout: conversionOf(ho.Assigned, ho.Converted, ho.Revenue)}
+	out.status = m
 	if stats.TooFewToSay(tr.Assigned, ho.Assigned) {
 		m.Verdict = fmt.Sprintf("too few to say: %d in the treatment and %d in the holdout over %s (at least %d in each are needed)",
 			tr.Assigned, ho.Assigned, plural(len(strata), "run"), stats.MinGroupSize)
-		return m
+		return out
 	}
 	p, err := stats.MantelHaenszel(in, confidence)
 	if err != nil {
 		m.Verdict = fmt.Sprintf("cannot pool the runs: %v", err)
-		return m
+		return out
 	}
+	out.uplift = &p
 	m.Uplift = upliftOf(p.Diff, p.CI, p.PValue, retentionv1.UpliftMantelHaenszel)
-	m.Verdict = verdict(m.Uplift, "") + ", pooled over " + plural(len(strata), "run")
-	return m
+	m.Verdict = verdict(m.Uplift, p.CI, "") + ", pooled over " + plural(len(strata), "run")
+	return out
 }
 
 // exportCampaign sets the campaign's metrics from what the store keeps.
-func (r *CampaignReconciler) exportCampaign(c *retentionv1.Campaign, tally *store.RunTally, strata []store.RunStratum, runs *campaignRuns) {
+func (r *CampaignReconciler) exportCampaign(c *retentionv1.Campaign, tally *store.RunTally, pooled pooledRuns, runs *campaignRuns) {
 	m := r.Metrics
 	if m == nil {
 		return
 	}
 	ns, name := c.Namespace, c.Name
 	a, d := c.Status.Totals.AudienceCounts, c.Status.Totals.DeliveryCounts
-	counts := metrics.CampaignCounts{
+	m.CampaignTotals.Set(ns, name, metrics.CampaignCounts{
 		Audience: map[string]int64{metrics.OutcomeTreatment: a.Treatment, metrics.OutcomeHeldOut: a.Holdout, metrics.OutcomeUnreachable: a.Unreachable,
 			metrics.OutcomeOptedOut: a.OptedOut, metrics.OutcomeSuppressed: a.Suppressed, metrics.OutcomeCapped: a.Capped, metrics.OutcomeOverMax: a.OverMax},
 		Messages:    map[string]int64{"sent": d.Sent, "failed": d.Failed, "skipped": d.Skipped - dryRunTargets(tally)},
-		Conversions: map[string]int64{metrics.GroupTreatment: 0, metrics.GroupHoldout: 0},
-	}
-	for _, s := range strata {
-		counts.Conversions[metrics.GroupTreatment] += s.Treatment.Converted
-		counts.Conversions[metrics.GroupHoldout] += s.Holdout.Converted
-	}
-	m.CampaignTotals.Set(ns, name, counts)
+		Conversions: map[string]int64{metrics.GroupTreatment: pooled.treatment.Converted, metrics.GroupHoldout: pooled.holdout.Converted},
+	})
 	m.CampaignMessagesQueued.WithLabelValues(ns, name, "pending").Set(float64(d.Pending))
 	m.CampaignMessagesQueued.WithLabelValues(ns, name, "deferred").Set(float64(d.Deferred))
 	m.CampaignMessagesQueued.WithLabelValues(ns, name, "in_flight").Set(float64(d.InFlight))
@@ -106,45 +115,31 @@ func (r *CampaignReconciler) exportCampaign(c *retentionv1.Campaign, tally *stor
 			m.CampaignRunsTotal.WithLabelValues(ns, name, strings.ToLower(string(p))) // at 0 until the first, so rate() sees it
 		}
 	}
-	r.exportMeasurement(c)
+	r.exportMeasurement(c, pooled)
 	r.exportDesign(c, runs.latest)
 }
 
-// exportMeasurement sets the pooled conversion and uplift gauges; the
-// uplift's are absent while there are too few customers to say.
-func (r *CampaignReconciler) exportMeasurement(c *retentionv1.Campaign) {
+// exportMeasurement sets the pooled conversion and uplift gauges, from the
+// raw figures; the uplift's are absent while there are too few customers
+// to say.
+func (r *CampaignReconciler) exportMeasurement(c *retentionv1.Campaign, pooled pooledRuns) {
 	m, ns, name := r.Metrics, c.Namespace, c.Name
-	meas := c.Status.Measurement
-	if meas == nil {
+	for group, g := range map[string]store.StratumGroup{metrics.GroupTreatment: pooled.treatment, metrics.GroupHoldout: pooled.holdout} {
+		if g.Assigned == 0 {
+			continue
+		}
+		m.CampaignConversionRatio.WithLabelValues(ns, name, group).Set(float64(g.Converted) / float64(g.Assigned))
+		m.CampaignRevenuePerCust.WithLabelValues(ns, name, group).Set(g.Revenue / float64(g.Assigned))
+	}
+	gauges := []*prometheus.GaugeVec{m.CampaignUplift, m.CampaignUpliftLower, m.CampaignUpliftUpper, m.CampaignUpliftPValue}
+	if u := pooled.uplift; u != nil {
+		for i, v := range []float64{u.Diff, u.CI.Lower, u.CI.Upper, u.PValue} {
+			gauges[i].WithLabelValues(ns, name).Set(v)
+		}
 		return
 	}
-	for group, g := range map[string]retentionv1.GroupConversion{metrics.GroupTreatment: meas.Treatment, metrics.GroupHoldout: meas.Holdout} {
-		if g.Customers == 0 {
-			continue
-		}
-		m.CampaignConversionRatio.WithLabelValues(ns, name, group).Set(float64(g.Converted) / float64(g.Customers))
-		m.CampaignRevenuePerCust.WithLabelValues(ns, name, group).Set(parseDecimal(g.RevenuePerCustomer))
-	}
-	gauges := []struct {
-		set func(float64)
-		del func()
-		v   func(*retentionv1.Uplift) float64
-	}{
-		{func(v float64) { m.CampaignUplift.WithLabelValues(ns, name).Set(v) }, func() { m.CampaignUplift.DeleteLabelValues(ns, name) },
-			func(u *retentionv1.Uplift) float64 { return parseDecimal(u.PercentagePoints) / 100 }},
-		{func(v float64) { m.CampaignUpliftLower.WithLabelValues(ns, name).Set(v) }, func() { m.CampaignUpliftLower.DeleteLabelValues(ns, name) },
-			func(u *retentionv1.Uplift) float64 { return parseDecimal(u.Lower) / 100 }},
-		{func(v float64) { m.CampaignUpliftUpper.WithLabelValues(ns, name).Set(v) }, func() { m.CampaignUpliftUpper.DeleteLabelValues(ns, name) },
-			func(u *retentionv1.Uplift) float64 { return parseDecimal(u.Upper) / 100 }},
-		{func(v float64) { m.CampaignUpliftPValue.WithLabelValues(ns, name).Set(v) }, func() { m.CampaignUpliftPValue.DeleteLabelValues(ns, name) },
-			func(u *retentionv1.Uplift) float64 { return parsePValue(u.PValue) }},
-	}
 	for _, g := range gauges {
-		if meas.Uplift == nil {
-			g.del()
-			continue
-		}
-		g.set(g.v(meas.Uplift))
+		g.DeleteLabelValues(ns, name)
 	}
 }
 
@@ -161,14 +156,6 @@ func (r *CampaignReconciler) exportDesign(c *retentionv1.Campaign, latest *reten
 	if p, ok := sampleRatioP(e); ok {
 		m.CampaignSampleRatioP.WithLabelValues(c.Namespace, c.Name).Set(p)
 	}
-}
-
-// parsePValue reads a p-value as pValue formats it.
-func parsePValue(s string) float64 {
-	if strings.HasPrefix(s, "<") {
-		return 0
-	}
-	return parseDecimal(s)
 }
 
 // parseDecimal reads a decimal string of status (0 when it is not one).

@@ -61,7 +61,6 @@ func (r *CampaignRunReconciler) measure(ctx context.Context, st store.Store, run
 			return "", time.Time{}, fmt.Errorf("measuring snapshot %d: %w", cur.ID, err)
 		}
 		stored.MeasuredSnapshot = cur.ID
-		run.Status.Measurement = nil // re-read below with the new figures
 	}
 	tally, err := st.RunTally(ctx, stored.ID)
 	if err != nil {
@@ -73,6 +72,7 @@ func (r *CampaignRunReconciler) measure(ctx context.Context, st store.Store, run
 	m := runMeasurement(tally, final, r.untrusted(run))
 	if stored.MeasuredSnapshot > 0 {
 		m.SnapshotID = stored.MeasuredSnapshot
+		// The time of the snapshot's measurement: kept while it is the same.
 		if prev := run.Status.Measurement; prev != nil && prev.SnapshotID == m.SnapshotID && prev.MeasuredTime != nil {
 			m.MeasuredTime = prev.MeasuredTime
 		} else {
@@ -168,7 +168,7 @@ func compare(tr, ho retentionv1.GroupConversion, untrusted string) (*retentionv1
 	if d.HasRelative {
 		u.RelativePercent = decimal(100*d.RelativeUplift, 1)
 	}
-	return u, verdict(u, untrusted)
+	return u, verdict(u, d.CI, untrusted)
 }
 
 func upliftOf(diff float64, ci stats.Interval, p float64, method retentionv1.UpliftMethod) *retentionv1.Uplift {
@@ -178,19 +178,17 @@ func upliftOf(diff float64, ci stats.Interval, p float64, method retentionv1.Upl
 	}
 }
 
-// verdict says what an uplift shows, in one sentence.
-func verdict(u *retentionv1.Uplift, untrusted string) string {
-	lo, _ := strconv.ParseFloat(u.Lower, 64)
-	hi, _ := strconv.ParseFloat(u.Upper, 64)
-	var s string
+// verdict says in one sentence what an uplift shows: its interval ci
+// (the raw bounds, not their rounded text) above, below or across zero.
+func verdict(u *retentionv1.Uplift, ci stats.Interval, untrusted string) string {
+	shows := "no significant difference"
 	switch {
-	case lo > 0:
-		s = fmt.Sprintf("the treatment converts better: %s pp (95%% CI %s to %s pp), p = %s", u.PercentagePoints, u.Lower, u.Upper, u.PValue)
-	case hi < 0:
-		s = fmt.Sprintf("the treatment converts worse: %s pp (95%% CI %s to %s pp), p = %s", u.PercentagePoints, u.Lower, u.Upper, u.PValue)
-	default:
-		s = fmt.Sprintf("no significant difference: %s pp (95%% CI %s to %s pp), p = %s", u.PercentagePoints, u.Lower, u.Upper, u.PValue)
+	case ci.Lower > 0:
+		shows = "the treatment converts better"
+	case ci.Upper < 0:
+		shows = "the treatment converts worse"
 	}
+	s := fmt.Sprintf("%s: %s pp (95%% CI %s to %s pp), p = %s", shows, u.PercentagePoints, u.Lower, u.Upper, u.PValue)
 	if untrusted != "" {
 		s = "untrustworthy (" + untrusted + "): " + s
 	}

@@ -143,14 +143,7 @@ func BenchmarkTargets100k(b *testing.B) {
 // RETENTION_BENCH_CUSTOMERS=10000 runs a small audience to check it works.
 func BenchmarkMaterialize1M(b *testing.B) {
 	ctx := context.Background()
-	url := pgtest.NewDatabase(b, stockServer(b))
-	s, err := postgres.Open(ctx, url, store.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	n := storetest.BenchSize()
-	snapshotID, segment := storetest.BenchAudience(b, s, n)
+	url, s, snapshotID, segment, n := benchAudience(b)
 
 	b.Run("Materialize", func(b *testing.B) {
 		storetest.BenchMaterialize(b, s, snapshotID, segment, n)
@@ -254,14 +247,21 @@ func floorCopy(ctx context.Context, wc, rc *pgx.Conn, table, runID string, snaps
 //
 //	go test -run '^$' -bench Measure1M -benchtime 1x ./internal/store/postgres/
 func BenchmarkMeasure1M(b *testing.B) {
-	ctx := context.Background()
-	url := pgtest.NewDatabase(b, stockServer(b))
-	s, err := postgres.Open(ctx, url, store.Options{})
+	_, s, snapshotID, segment, n := benchAudience(b)
+	storetest.BenchMeasure(b, s, snapshotID, segment, n)
+}
+
+// benchAudience opens a store on a new database of the stock server and
+// writes the materialization benchmarks' audience (storetest.BenchAudience)
+// of storetest.BenchSize() customers; the store closes with the benchmark.
+func benchAudience(b *testing.B) (url string, s *postgres.Store, snapshotID int64, segment string, n int) {
+	url = pgtest.NewDatabase(b, stockServer(b))
+	s, err := postgres.Open(context.Background(), url, store.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
-	n := storetest.BenchSize()
-	snapshotID, segment := storetest.BenchAudience(b, s, n)
-	storetest.BenchMeasure(b, s, snapshotID, segment, n)
+	b.Cleanup(func() { s.Close() })
+	n = storetest.BenchSize()
+	snapshotID, segment = storetest.BenchAudience(b, s, n)
+	return url, s, snapshotID, segment, n
 }

@@ -40,13 +40,7 @@ func BenchmarkTargets100k(b *testing.B) {
 //
 // RETENTION_BENCH_CUSTOMERS=10000 runs a small audience to check it works.
 func BenchmarkMaterialize1M(b *testing.B) {
-	s, err := OpenPath(context.Background(), filepath.Join(b.TempDir(), "bench.db"), store.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	n := storetest.BenchSize()
-	snapshotID, segment := storetest.BenchAudience(b, s, n)
+	s, snapshotID, segment, n := benchAudience(b)
 	storetest.BenchMaterialize(b, s, snapshotID, segment, n)
 }
 
@@ -55,12 +49,20 @@ func BenchmarkMaterialize1M(b *testing.B) {
 //
 //	go test -run '^$' -bench Measure1M -benchtime 1x ./internal/store/sqlite/
 func BenchmarkMeasure1M(b *testing.B) {
+	s, snapshotID, segment, n := benchAudience(b)
+	storetest.BenchMeasure(b, s, snapshotID, segment, n)
+}
+
+// benchAudience opens a store in a database file on disk and writes the
+// materialization benchmarks' audience (storetest.BenchAudience) of
+// storetest.BenchSize() customers; the store closes with the benchmark.
+func benchAudience(b *testing.B) (s *Store, snapshotID int64, segment string, n int) {
 	s, err := OpenPath(context.Background(), filepath.Join(b.TempDir(), "bench.db"), store.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
-	n := storetest.BenchSize()
-	snapshotID, segment := storetest.BenchAudience(b, s, n)
-	storetest.BenchMeasure(b, s, snapshotID, segment, n)
+	b.Cleanup(func() { s.Close() })
+	n = storetest.BenchSize()
+	snapshotID, segment = storetest.BenchAudience(b, s, n)
+	return s, snapshotID, segment, n
 }

@@ -42,20 +42,16 @@ func (s *Store) measure(ctx context.Context, tx *sql.Tx, p *store.RunMeasurePara
 	if err != nil {
 		return nil, err
 	}
-	var source, state string
-	var layout int
-	err = tx.QueryRowContext(ctx, "SELECT source, state, layout FROM snapshots WHERE id = ?", p.SnapshotID).Scan(&source, &state, &layout)
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && state != "committed") {
-		return nil, fmt.Errorf("snapshot %d: %w", p.SnapshotID, store.ErrNotFound)
+	snap := sqlshared.SnapshotRow{Found: true}
+	err = tx.QueryRowContext(ctx, sqlshared.SnapshotState, p.SnapshotID).Scan(&snap.Source, &snap.State, &snap.Layout)
+	if errors.Is(err, sql.ErrNoRows) {
+		snap.Found, err = false, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	if skip, err := sqlshared.CheckMeasurable(run, p.SnapshotID, source); skip || err != nil {
+	if skip, err := sqlshared.CheckMeasurable(run, p.SnapshotID, snap, snapshotLayout); skip || err != nil {
 		return &store.RunMeasureResult{Skipped: skip}, err
-	}
-	if layout != snapshotLayout {
-		return nil, fmt.Errorf("snapshot layout %d is not known to this program", layout)
 	}
 	var m sqlshared.Measurement
 	if err := measureRows(ctx, tx, p, run, &m); err != nil {

@@ -463,16 +463,34 @@ func (m *Measurement) Add(b *store.Baseline, v store.Measured) {
 // snapshot id, $3 time.
 const MarkMeasured = `UPDATE runs SET measured_snapshot = $2, measured_at = $3 WHERE run_id = $1 AND measured_snapshot < $2`
 
-// CheckMeasurable says whether a run can be measured against a snapshot of
-// source snapSource: ErrInvalid when the run has no source or another
-// one; skip when the run is not measured (no reference time, a dry run)
-// or the snapshot is not newer than its last measured one.
-func CheckMeasurable(run *store.Run, snapshotID int64, snapSource string) (skip bool, err error) {
+// SnapshotState reads a snapshot's source, state and layout. $1 snapshot id.
+const SnapshotState = `SELECT source, state, layout FROM snapshots WHERE id = $1`
+
+// SnapshotRow is a row of SnapshotState; Found is false when there was none.
+type SnapshotRow struct {
+	Found         bool
+	Source, State string
+	Layout        int
+}
+
+// CheckMeasurable says whether a run can be measured against a snapshot
+// (snap, read with SnapshotState; layout is the layout the driver reads):
+// ErrNotFound for a snapshot that is not committed; ErrInvalid when the
+// run has no source or another one; skip when the run is not measured (no
+// reference time, a dry run) or the snapshot is not newer than its last
+// measured one; an error for a layout the driver cannot read.
+func CheckMeasurable(run *store.Run, snapshotID int64, snap SnapshotRow, layout int) (skip bool, err error) {
+	if !snap.Found || snap.State != "committed" {
+		return false, fmt.Errorf("snapshot %d: %w", snapshotID, store.ErrNotFound)
+	}
 	if run.ReferenceAt.IsZero() || run.DryRun || snapshotID <= run.MeasuredSnapshot {
 		return true, nil
 	}
-	if run.Source == "" || run.Source != snapSource {
-		return false, fmt.Errorf("snapshot %d is of source %q, the run's is %q: %w", snapshotID, snapSource, run.Source, store.ErrInvalid)
+	if run.Source == "" || run.Source != snap.Source {
+		return false, fmt.Errorf("snapshot %d is of source %q, the run's is %q: %w", snapshotID, snap.Source, run.Source, store.ErrInvalid)
+	}
+	if snap.Layout != layout {
+		return false, fmt.Errorf("snapshot layout %d is not known to this program", snap.Layout)
 	}
 	return false, nil
 }
