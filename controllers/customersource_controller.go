@@ -85,6 +85,18 @@ func (r *CustomerSourceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if wait, due := r.due(&cs, now, revision, known); !due {
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
+	// A scoring is costly and makes a snapshot: confirm it is due on the
+	// object as the API server has it, not on a cache that may not have
+	// seen the status of the scoring that just finished (a reconcile queued
+	// by that scoring's own finalizer patch would otherwise score the same
+	// data twice).
+	fresh, err := r.latest(ctx, &cs)
+	if err != nil || fresh == nil { // fresh is nil when the source is gone
+		return ctrl.Result{}, err
+	}
+	if wait, due := r.due(fresh, now, revision, known); !due {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
 	// 3. Read the Secrets and ConfigMaps the source refers to, and score.
 	in, err := r.resolveInput(ctx, &cs)
 	var msg string
@@ -103,6 +115,19 @@ func (r *CustomerSourceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	cs.Status.NextScoredTime = &metav1.Time{Time: next}
 	return patcher.finish(ctx, r.Recorder, &cs, err, msg, requeue{Retry: next.Sub(now), Next: next.Sub(now)})
+}
+
+// latest reads the source uncached (APIReader), or returns cs when the
+// reconciler has no APIReader; nil when the source is gone.
+func (r *CustomerSourceReconciler) latest(ctx context.Context, cs *retentionv1.CustomerSource) (*retentionv1.CustomerSource, error) {
+	if r.APIReader == nil {
+		return cs, nil
+	}
+	var fresh retentionv1.CustomerSource
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(cs), &fresh); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	return &fresh, nil
 }
 
 // due reports whether the source should be scored now, or how long to wait.
