@@ -26,8 +26,12 @@ demo: tools build ## Start a local control plane, run the operator, apply the sa
 test: tools verify test-rules unit ## Lint-level checks, the Prometheus rules' tests, then unit and envtest tests against a real kube-apiserver and PostgreSQL.
 
 .PHONY: unit
-unit: ## Run the Go tests (envtest, PostgreSQL and SQLite included).
-	go test $(GO_TEST_FLAGS) ./...
+unit: ## Run the Go tests (envtest, PostgreSQL and SQLite included); the end-to-end tier runs in test-e2e.
+	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/e2e)
+
+.PHONY: test-e2e
+test-e2e: tools ## The whole story on a local simulated cluster (kube-controller-manager, kube-scheduler, kwok), PostgreSQL, webhook and SMTP receivers and Prometheus (~6 min).
+	go test $(GO_TEST_FLAGS) -v ./test/e2e/
 
 .PHONY: verify
 verify: fmt-check vet verify-generated verify-monitoring ## gofmt, go vet, generated files up to date.

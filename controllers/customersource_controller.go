@@ -97,6 +97,9 @@ func (r *CustomerSourceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if wait, due := r.due(fresh, now, revision, known); !due {
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
+	// The request (retention.dev/requestedAt) this scoring handles, as read
+	// before the source is: a later request is scored again.
+	requested, _ := reconcileRequest(fresh)
 	// 3. Read the Secrets and ConfigMaps the source refers to, and score.
 	in, err := r.resolveInput(ctx, &cs)
 	var msg string
@@ -105,6 +108,9 @@ func (r *CustomerSourceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	if err == nil {
 		cs.Status.InputRevision = revision
+	}
+	if requested != "" {
+		cs.Status.LastHandledReconcileAt = requested
 	}
 	// 4. Record the outcome; come back at the next refresh (or the backoff).
 	interval := durationOr(cs.Spec.RefreshInterval, time.Hour)
@@ -131,12 +137,17 @@ func (r *CustomerSourceReconciler) latest(ctx context.Context, cs *retentionv1.C
 }
 
 // due reports whether the source should be scored now, or how long to wait.
-// A spec change (new generation) or new data in a referenced ConfigMap or
-// Secret (a new input revision) is due at once; otherwise the next refresh
-// time in status decides.
+// A spec change (new generation), new data in a referenced ConfigMap or
+// Secret (a new input revision) or a request not handled yet (a new value of
+// the retention.dev/requestedAt annotation) is due at once, also while a
+// failed scoring backs off; otherwise the next refresh time in status
+// decides.
 func (r *CustomerSourceReconciler) due(cs *retentionv1.CustomerSource, now time.Time, inputRevision string, known bool) (time.Duration, bool) {
 	ready := meta.FindStatusCondition(cs.Status.Conditions, retentionv1.ConditionReady)
 	if ready == nil || ready.ObservedGeneration != cs.Generation || cs.Status.NextScoredTime == nil {
+		return 0, true
+	}
+	if _, pending := reconcileRequest(cs); pending {
 		return 0, true
 	}
 	if !known || inputRevision != cs.Status.InputRevision {
@@ -148,6 +159,14 @@ func (r *CustomerSourceReconciler) due(cs *retentionv1.CustomerSource, now time.
 		return wait, false
 	}
 	return 0, true
+}
+
+// reconcileRequest returns the value of the retention.dev/requestedAt
+// annotation, and whether it asks for a scoring not handled yet: it is set
+// and differs from status.lastHandledReconcileAt.
+func reconcileRequest(cs *retentionv1.CustomerSource) (string, bool) {
+	v := cs.Annotations[retentionv1.ReconcileRequestedAnnotation]
+	return v, v != "" && v != cs.Status.LastHandledReconcileAt
 }
 
 // failureBackoff grows with how long the source has been failing: the wait
@@ -243,8 +262,10 @@ func (r *CustomerSourceReconciler) finalize(ctx context.Context, cs *retentionv1
 	})
 }
 
-// SetupWithManager registers the reconciler; changes of referenced Secrets
-// and ConfigMaps (metadata-only watches) re-reconcile the source.
+// SetupWithManager registers the reconciler: spec changes (generation), a
+// new retention.dev/requestedAt value (which leaves the generation alone)
+// and the start of a deletion reconcile the source, and so do changes of
+// referenced Secrets and ConfigMaps (metadata-only watches).
 func (r *CustomerSourceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Clock == nil {
 		r.Clock = RealClock{}
@@ -263,7 +284,7 @@ func (r *CustomerSourceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	newList := func() client.ObjectList { return &retentionv1.CustomerSourceList{} }
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&retentionv1.CustomerSource{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, deletionPredicate()))).
+		For(&retentionv1.CustomerSource{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, reconcileRequestedPredicate(), deletionPredicate()))).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referrers(r.Client, newList, indexSecretNames))).
 		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(referrers(r.Client, newList, indexConfigMapNames))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 2}).
@@ -275,5 +296,18 @@ func (r *CustomerSourceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 func deletionPredicate() predicate.Predicate {
 	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		return !e.ObjectNew.GetDeletionTimestamp().IsZero()
+	}}
+}
+
+// reconcileRequestedPredicate passes updates that set a new value of the
+// retention.dev/requestedAt annotation, as Flux's ReconcileRequestedPredicate
+// does: other annotation and label changes still reconcile nothing.
+func reconcileRequestedPredicate() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		if e.ObjectOld == nil || e.ObjectNew == nil {
+			return false
+		}
+		v := e.ObjectNew.GetAnnotations()[retentionv1.ReconcileRequestedAnnotation]
+		return v != "" && v != e.ObjectOld.GetAnnotations()[retentionv1.ReconcileRequestedAnnotation]
 	}}
 }

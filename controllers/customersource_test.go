@@ -4,11 +4,18 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,6 +24,7 @@ import (
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
 	"github.com/retention-dev/retention-operator/internal/customer"
+	"github.com/retention-dev/retention-operator/internal/metrics"
 	"github.com/retention-dev/retention-operator/internal/pgtest"
 	"github.com/retention-dev/retention-operator/internal/scoring/btyd"
 	"github.com/retention-dev/retention-operator/internal/store"
@@ -275,5 +283,200 @@ func TestCustomerSourceRefreshInterval(t *testing.T) {
 	st, _ := stores.Get(ctx)
 	if _, err := st.SnapshotGetCurrent(ctx, ns+"/warehouse"); err == nil {
 		t.Fatal("snapshots of a deleted source are still in the store")
+	}
+}
+
+// annotateSource sets annotations on a source with a merge patch (no spec
+// change, so no new generation) and reads it back.
+func annotateSource(t *testing.T, cs *retentionv1.CustomerSource, kv ...string) {
+	t.Helper()
+	patch := client.MergeFrom(cs.DeepCopy())
+	if cs.Annotations == nil {
+		cs.Annotations = map[string]string{}
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		cs.Annotations[kv[i]] = kv[i+1]
+	}
+	if err := k8sClient.Patch(context.Background(), cs, patch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCustomerSourceReconcileRequest: the suite's manager scores a source
+// (refreshInterval 1h) once; a new retention.dev/requestedAt value — no
+// spec change — gets through the watch and scores it exactly once more,
+// recorded in status.lastHandledReconcileAt; the same value again, beside
+// another annotation, does not.
+func TestCustomerSourceReconcileRequest(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	const customers = 200
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shop-data"},
+		Data: map[string]string{"transactions.csv": string(transactionsCSV(customers, 11))}}
+	if err := k8sClient.Create(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	cs := newCSVSource(ns, "shop", "shop-data", nil)
+	if err := k8sClient.Create(ctx, cs); err != nil {
+		t.Fatal(err)
+	}
+	conds := func() []metav1.Condition { return cs.Status.Conditions }
+	eventually(t, 2*waitFor, readyIs(cs, conds, metav1.ConditionTrue, retentionv1.ReasonSucceeded, fmt.Sprintf("scored %d customers", customers)))
+	scorings := func() float64 {
+		return testutil.ToFloat64(suiteMetrics.SourceScoringsTotal.WithLabelValues(ns, "shop", "success"))
+	}
+	if got := scorings(); got != 1 {
+		t.Fatalf("%v scorings after creation, want 1", got)
+	}
+	first, generation := cs.Status.SnapshotID, cs.Generation
+	if cs.Status.LastHandledReconcileAt != "" {
+		t.Fatalf("lastHandledReconcileAt %q before any request", cs.Status.LastHandledReconcileAt)
+	}
+
+	requested := time.Now().UTC().Format(time.RFC3339)
+	annotateSource(t, cs, retentionv1.ReconcileRequestedAnnotation, requested)
+	eventually(t, 2*waitFor, func() error {
+		if err := readyIs(cs, conds, metav1.ConditionTrue, retentionv1.ReasonSucceeded, "scored")(); err != nil {
+			return err
+		}
+		if cs.Status.LastHandledReconcileAt != requested || cs.Status.SnapshotID == first {
+			return fmt.Errorf("lastHandledReconcileAt %q snapshot %d, want %q and a snapshot after %d",
+				cs.Status.LastHandledReconcileAt, cs.Status.SnapshotID, requested, first)
+		}
+		return nil
+	})
+	if cs.Generation != generation {
+		t.Fatalf("generation %d, want %d: the request must not be a spec change", cs.Generation, generation)
+	}
+	if got := scorings(); got != 2 {
+		t.Fatalf("%v scorings after one request, want 2", got)
+	}
+	second := cs.Status.SnapshotID
+	assertSnapshot(t, suiteStores, ns+"/shop", second, customers)
+
+	// The same value again, with another annotation changed: handled
+	// already, nothing is scored.
+	annotateSource(t, cs, retentionv1.ReconcileRequestedAnnotation, requested, "example.com/note", "touched")
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(cs), cs); err != nil {
+			t.Fatal(err)
+		}
+		if got := scorings(); got != 2 || cs.Status.SnapshotID != second {
+			t.Fatalf("scored again on a handled request: %v scorings, snapshot %d (want 2, %d)", got, cs.Status.SnapshotID, second)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestCustomerSourceReconcileRequestDue drives the reconciler by hand with a
+// fake clock on a source read from a URL: a request is due at once within
+// the refresh interval and during a failure backoff, and reads the URL
+// again; it is handled once (the handled value again, or another
+// annotation, reads nothing); it is not scored while suspended.
+func TestCustomerSourceReconcileRequestDue(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	const customers = 150
+	good := string(transactionsCSV(customers, 5))
+	var data atomic.Value
+	data.Store(good)
+	var reads atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		reads.Add(1)
+		_, _ = io.WriteString(w, data.Load().(string))
+	}))
+	t.Cleanup(srv.Close)
+	cs := newCSVSource(ns, "warehouse", "", map[string]string{manualLabel: "true"})
+	cs.Spec.CSV.Transactions = retentionv1.CSVLocation{URL: srv.URL + "/transactions.csv"}
+	if err := k8sClient.Create(ctx, cs); err != nil {
+		t.Fatal(err)
+	}
+	stores := NewStoreProvider("sqlite://"+filepath.Join(t.TempDir(), "store.db"), store.Options{})
+	t.Cleanup(func() { _ = stores.Close() })
+	m, err := metrics.New(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{now: time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)}
+	r := &CustomerSourceReconciler{Client: k8sClient, APIReader: k8sClient, Clock: clock, Stores: stores, Metrics: m}
+	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cs)}
+	count := func(result string) float64 {
+		return testutil.ToFloat64(m.SourceScoringsTotal.WithLabelValues(ns, "warehouse", result))
+	}
+	// reconcileOnce reconciles and checks the requeue, the scorings
+	// (successful, failed) counted so far, and whether the URL was read.
+	reconcileOnce := func(step string, requeue time.Duration, successes, failures float64, read bool) {
+		t.Helper()
+		before := reads.Load()
+		res, err := r.Reconcile(ctx, req)
+		if err != nil {
+			t.Fatalf("%s: reconcile: %v", step, err)
+		}
+		if err := k8sClient.Get(ctx, req.NamespacedName, cs); err != nil {
+			t.Fatal(err)
+		}
+		if res.RequeueAfter != requeue || count("success") != successes || count("failure") != failures || (reads.Load() > before) != read {
+			t.Fatalf("%s: requeue %v, %v successes, %v failures, URL read %v; want %v, %v, %v, %v", step,
+				res.RequeueAfter, count("success"), count("failure"), reads.Load() > before, requeue, successes, failures, read)
+		}
+	}
+
+	reconcileOnce("first scoring", time.Hour, 1, 0, true)
+	first, generation := cs.Status.SnapshotID, cs.Generation
+	clock.now = clock.now.Add(10 * time.Minute)
+	reconcileOnce("within the interval", 50*time.Minute, 1, 0, false)
+
+	// A request within the interval: read and scored at once, and once.
+	clock.now = clock.now.Add(time.Minute)
+	annotateSource(t, cs, retentionv1.ReconcileRequestedAnnotation, "2026-01-05T09:11:00Z")
+	reconcileOnce("requested", time.Hour, 2, 0, true)
+	if cs.Status.SnapshotID == first || cs.Status.LastHandledReconcileAt != "2026-01-05T09:11:00Z" || !cs.Status.LastScoredTime.Time.Equal(clock.now) {
+		t.Fatalf("requested: snapshot %d (first %d), lastHandledReconcileAt %q, last scored %v",
+			cs.Status.SnapshotID, first, cs.Status.LastHandledReconcileAt, cs.Status.LastScoredTime)
+	}
+	if cs.Generation != generation {
+		t.Fatalf("generation %d, want %d", cs.Generation, generation)
+	}
+	second := cs.Status.SnapshotID
+	assertSnapshot(t, stores, ns+"/warehouse", second, customers)
+	clock.now = clock.now.Add(time.Minute)
+	reconcileOnce("request handled", 59*time.Minute, 2, 0, false)
+	annotateSource(t, cs, retentionv1.ReconcileRequestedAnnotation, "2026-01-05T09:11:00Z", "example.com/note", "touched")
+	reconcileOnce("same value, another annotation", 59*time.Minute, 2, 0, false)
+	if cs.Status.SnapshotID != second {
+		t.Fatalf("snapshot moved to %d without a new request, want %d", cs.Status.SnapshotID, second)
+	}
+
+	// The URL serves bad rows: the refresh fails and backs off 30s; a
+	// request during the backoff is tried at once, and recorded although
+	// it failed too.
+	data.Store(strings.Replace(good, ",2025-", ",2025/", 60))
+	clock.now = clock.now.Add(time.Hour)
+	reconcileOnce("bad data", 30*time.Second, 2, 1, true)
+	if err := readyIs(cs, func() []metav1.Condition { return cs.Status.Conditions }, metav1.ConditionFalse, retentionv1.ReasonTooManyRejectedRows, "")(); err != nil {
+		t.Fatal(err)
+	}
+	clock.now = clock.now.Add(10 * time.Second)
+	reconcileOnce("backing off", 20*time.Second, 2, 1, false)
+	annotateSource(t, cs, retentionv1.ReconcileRequestedAnnotation, "2026-01-05T10:13:10Z")
+	reconcileOnce("requested while backing off", 30*time.Second, 2, 2, true)
+	if cs.Status.LastHandledReconcileAt != "2026-01-05T10:13:10Z" || cs.Status.SnapshotID != second {
+		t.Fatalf("failed request: lastHandledReconcileAt %q snapshot %d, want 2026-01-05T10:13:10Z and %d",
+			cs.Status.LastHandledReconcileAt, cs.Status.SnapshotID, second)
+	}
+	reconcileOnce("failed request handled", 30*time.Second, 2, 2, false)
+
+	// Suspended: a request is neither read nor scored, and stays unhandled.
+	patch := client.MergeFrom(cs.DeepCopy())
+	cs.Spec.Suspend = true
+	if err := k8sClient.Patch(ctx, cs, patch); err != nil {
+		t.Fatal(err)
+	}
+	annotateSource(t, cs, retentionv1.ReconcileRequestedAnnotation, "2026-01-05T10:14:00Z")
+	clock.now = clock.now.Add(time.Minute)
+	reconcileOnce("suspended", 0, 2, 2, false)
+	if cs.Status.LastHandledReconcileAt != "2026-01-05T10:13:10Z" {
+		t.Fatalf("suspended: lastHandledReconcileAt %q, want the last handled value", cs.Status.LastHandledReconcileAt)
 	}
 }

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# demo.sh: a local control plane from the cached binaries, the CRDs, the
-# operator as a process, the samples, and what the operator made of them.
-# DEMO_KEEP=1 leaves everything running (KUBECONFIG is printed).
+# demo.sh: a local simulated cluster from the cached binaries (etcd,
+# kube-apiserver, kube-controller-manager, kube-scheduler, kwok nodes whose
+# outreach pods run as local processes), the CRDs, the operator as a
+# process, the samples, and what the operator made of them. It then leaves
+# everything running until Ctrl-C, and stops and removes all it started.
+# DEMO_EXIT=1 stops right after the report (scripts, CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,23 +18,24 @@ pids=()
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 cleanup() {
-  if [[ "${DEMO_KEEP:-}" == 1 ]]; then
-    echo "left running: export KUBECONFIG=$KUBECONFIG  (pids ${pids[*]})"
-    return
-  fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$DEMO_DIR"
 }
 trap cleanup EXIT
 
-say "starting a local control plane (etcd + kube-apiserver) in $DEMO_DIR"
+say "starting a local cluster in $DEMO_DIR: etcd, kube-apiserver, kube-controller-manager (Job controller), kube-scheduler, kwok with 2 fake nodes"
 go build -o "$DEMO_DIR/localcluster" ./test/localcluster/cmd/localcluster
-"$DEMO_DIR/localcluster" -write-kubeconfig "$KUBECONFIG" >"$DEMO_DIR/cluster.log" 2>&1 &
+# The kwok nodes run no containers: localcluster runs the outreach pods'
+# command (/retention-outreach in the image) as local processes and reports
+# their exit codes, so the real Job controller counts the completions.
+"$DEMO_DIR/localcluster" -write-kubeconfig "$KUBECONFIG" -nodes 2 -dir "$DEMO_DIR/cluster" \
+  -run /retention-outreach=bin/retention-outreach >"$DEMO_DIR/cluster.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 120); do [[ -f "$KUBECONFIG" ]] && break; sleep 0.5; done
 [[ -f "$KUBECONFIG" ]] || { cat "$DEMO_DIR/cluster.log"; echo "control plane did not start" >&2; exit 1; }
 "$KUBECTL" version 2>/dev/null | sed 's/^/  /'
+"$KUBECTL" get nodes | sed 's/^/  /'
 
 say "installing the CRDs"
 "$KUBECTL" apply --server-side -k config/crd
@@ -43,11 +47,11 @@ go build -o "$DEMO_DIR/webhooksink" ./test/webhooksink
 "$DEMO_DIR/webhooksink" -addr 127.0.0.1:9099 -key "$SIGNING_KEY" >"$DEMO_DIR/sink.log" 2>&1 &
 pids+=($!)
 
-say "starting the operator (bin/retention-operator manager; outreach Jobs run as local processes of bin/retention-outreach)"
+say "starting the operator (bin/retention-operator manager with the embedded SQLite store)"
 METRICS_ADDR="127.0.0.1:${DEMO_METRICS_PORT:-18080}"
 head -c 32 /dev/urandom >"$DEMO_DIR/unsubscribe.key"
 bin/retention-operator manager --store "sqlite://$DEMO_DIR/retention.db" --metrics-bind-address "$METRICS_ADDR" --health-probe-bind-address 127.0.0.1:0 \
-  --jobs-local-runner bin/retention-outreach --unsubscribe-url https://retention.example.com \
+  --jobs-local-processes --unsubscribe-url https://retention.example.com \
   --unsubscribe-key-file "$DEMO_DIR/unsubscribe.key" --unsubscribe-bind-address 127.0.0.1:0 \
   >"$DEMO_DIR/operator.log" 2>&1 &
 pids+=($!)
@@ -151,7 +155,8 @@ fi
   variants:{range .status.variants[*]} {.name}: {.treatment} treatment / {.holdout} held out / {.sent} sent;{end}
 '
 echo "  the receiver: $(curl -sf http://127.0.0.1:9099/stats)"
-"$KUBECTL" get jobs -n default -l app.kubernetes.io/managed-by=retention-operator
+echo "  the outreach Job, completed by the Job controller (its pods ran on the kwok nodes):"
+"$KUBECTL" get jobs,pods -n default -l app.kubernetes.io/managed-by=retention-operator -o wide | sed 's/^/    /'
 "$KUBECTL" get campaignrun win-back-now -n "$NS" -o jsonpath='  before sending, what these groups can show: base rate {.status.experiment.baseRatePercent}% (the purchase model'"'"'s forecast over the 7-day window), minimum detectable effect {.status.experiment.minimumDetectableEffect} pp ({.status.experiment.minimumDetectableLiftPercent}% relative) at 80% power; split vs planned {.status.experiment.plannedHoldoutPercent}% holdout: χ² p = {.status.experiment.sampleRatioPValue} {.status.experiment.note}
 '
 
@@ -190,3 +195,24 @@ say "why each object is (not yet) Ready"
 
 say "kubectl explain customersource.spec.scoring"
 "$KUBECTL" explain customersource.spec.scoring | sed -n '1,40p'
+
+say "the holdout plot: each model's forecast of the last quarter's purchases against what customers did (retention-operator score --model auto --plot)"
+bin/retention-operator score --csv "$DEMO_DIR/transactions.csv.gz" --model auto --plot "$DEMO_DIR/holdout.png" >/dev/null 2>&1 &&
+  echo "  written to $DEMO_DIR/holdout.png" || echo "  (the plot could not be drawn)"
+
+say "look further (everything keeps running until Ctrl-C)"
+cat <<EOT
+  export KUBECONFIG=$KUBECONFIG
+  $KUBECTL get retention -n $NS                        # every source, segment, channel, campaign and run
+  $KUBECTL describe campaignrun win-back-now -n $NS    # a run's audience, delivery, experiment and measurement, with Events
+  $KUBECTL get jobs,pods -n default                    # the outreach Job and its pods
+  curl -s http://$METRICS_ADDR/metrics | grep ^retention_   # what Prometheus scrapes
+  curl -s http://127.0.0.1:9099/stats                   # what the webhook receiver got (its log: $DEMO_DIR/sink.log)
+  less $DEMO_DIR/operator.log                           # the operator's log; the pods' output is in $DEMO_DIR/cluster/pods.log
+  xdg-open $DEMO_DIR/holdout.png                        # the holdout plot
+EOT
+if [[ "${DEMO_EXIT:-}" != 1 ]]; then
+  echo "Press Ctrl-C to stop every process and remove $DEMO_DIR."
+  trap 'exit 0' INT TERM
+  while :; do sleep 3600 & wait $!; done
+fi

@@ -2,6 +2,18 @@ package v1alpha1
 
 import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+// ReconcileRequestedAnnotation asks the operator to read and score a
+// CustomerSource now, outside its refresh interval and without a spec
+// change. Any new value makes the operator read and score the source at
+// once (even while a failed scoring backs off; not while it is suspended);
+// status.lastHandledReconcileAt then holds the value handled. By
+// convention the value is the current time in RFC 3339, e.g.
+//
+//	kubectl annotate --overwrite customersource/shop retention.dev/requestedAt="$(date -u +%FT%TZ)"
+//
+// This follows Flux's reconcile.fluxcd.io/requestedAt.
+const ReconcileRequestedAnnotation = "retention.dev/requestedAt"
+
 // CustomerSourceSpec declares where customer data lives, how its columns map
 // to customers, and how customers are scored.
 // +kubebuilder:validation:XValidation:rule="[has(self.csv), has(self.postgres), has(self.http)].filter(x, x).size() == 1",message="exactly one of csv, postgres or http must be set"
@@ -523,6 +535,12 @@ type CustomerSourceStatus struct {
 	// nextScoredTime is when the next refresh is due.
 	// +optional
 	NextScoredTime *metav1.Time `json:"nextScoredTime,omitempty"`
+
+	// lastHandledReconcileAt is the value of the retention.dev/requestedAt
+	// annotation that the last scoring, successful or failed, handled. A
+	// new annotation value that differs from it is scored at once.
+	// +optional
+	LastHandledReconcileAt string `json:"lastHandledReconcileAt,omitempty"`
 
 	// duration of the last scoring, read to commit.
 	// +optional

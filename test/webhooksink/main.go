@@ -1,67 +1,47 @@
-// Command webhooksink is the demo's message receiver: it verifies each
-// request's Standard Webhooks signature (with the project's own Go
-// library, independent of the operator's code), counts messages by
-// idempotency key, and answers GET /stats with the counts.
+// Command webhooksink is the demo's message receiver, a thin wrapper
+// around test/sinks (independent of the operator's code). It verifies
+// each webhook request's Standard Webhooks signature, counts messages by
+// webhook-id, and answers GET /stats with the counts as JSON
+// ({"received","unique","badSignatures","byVariant"}, read by
+// hack/demo.sh) and GET /messages with every request. With -smtp-addr it
+// also runs an SMTP server there and answers GET /smtp/stats with its
+// counts.
 package main
 
 import (
 	"encoding/json"
 	"flag"
-	"io"
 	"log"
 	"net/http"
-	"sync"
+	"time"
 
-	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"github.com/retention-dev/retention-operator/test/sinks"
 )
 
 func main() {
-	addr := flag.String("addr", "127.0.0.1:9099", "listen address")
-	key := flag.String("key", "", "signing key (whsec_…); empty accepts unsigned requests")
+	addr := flag.String("addr", "127.0.0.1:9099", "HTTP listen address")
+	key := flag.String("key", "", "signing key (whsec_…, several space-separated while rotating); empty accepts unsigned requests")
+	smtpAddr := flag.String("smtp-addr", "", "also run an SMTP receiver on this address (e.g. 127.0.0.1:2525) and serve GET /smtp/stats")
 	flag.Parse()
-	var verifier *standardwebhooks.Webhook
-	if *key != "" {
-		v, err := standardwebhooks.NewWebhook(*key)
-		if err != nil {
-			log.Fatal(err)
-		}
-		verifier = v
+
+	hook, err := sinks.NewWebhook(*key)
+	if err != nil {
+		log.Fatalf("webhooksink: %v", err)
 	}
-	var mu sync.Mutex
-	seen := map[string]int{}
-	stats := struct {
-		Received      int            `json:"received"`
-		Unique        int            `json:"unique"`
-		BadSignatures int            `json:"badSignatures"`
-		ByVariant     map[string]int `json:"byVariant"`
-	}{ByVariant: map[string]int{}}
-	http.HandleFunc("/stats", func(w http.ResponseWriter, _ *http.Request) {
-		mu.Lock()
-		defer mu.Unlock()
-		_ = json.NewEncoder(w).Encode(stats)
-	})
-	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		mu.Lock()
-		defer mu.Unlock()
-		if verifier != nil && verifier.Verify(body, r.Header) != nil {
-			stats.BadSignatures++
-			w.WriteHeader(http.StatusUnauthorized)
-			return
+	mux := http.NewServeMux()
+	mux.Handle("/", hook)
+	if *smtpAddr != "" {
+		mail, err := sinks.StartSMTP(*smtpAddr)
+		if err != nil {
+			log.Fatalf("webhooksink: %v", err)
 		}
-		var p struct {
-			Data struct {
-				Variant string `json:"variant"`
-			} `json:"data"`
-		}
-		_ = json.Unmarshal(body, &p)
-		stats.Received++
-		id := r.Header.Get("webhook-id")
-		if seen[id]++; seen[id] == 1 {
-			stats.Unique++
-			stats.ByVariant[p.Data.Variant]++
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	log.Fatal(http.ListenAndServe(*addr, nil))
+		mux.HandleFunc("GET /smtp/stats", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(mail.Stats())
+		})
+		log.Printf("webhooksink: SMTP on %s", mail.Addr())
+	}
+	log.Printf("webhooksink: HTTP on %s", *addr)
+	srv := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	log.Fatalf("webhooksink: %v", srv.ListenAndServe())
 }
