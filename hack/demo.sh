@@ -18,8 +18,13 @@ pids=()
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 cleanup() {
+  local rc=$?
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [[ $rc != 0 ]]; then
+    echo "the demo failed: its logs are kept in $DEMO_DIR (operator.log, cluster/pods.log, cluster/*.log)" >&2
+    return
+  fi
   rm -rf "$DEMO_DIR"
 }
 trap cleanup EXIT
