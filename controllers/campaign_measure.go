@@ -86,9 +86,26 @@ func poolRuns(strata []store.RunStratum) pooledRuns {
 		m.Verdict = fmt.Sprintf("cannot pool the runs: %v", err)
 		return out
 	}
+	if p.Strata == 1 {
+		// One run with both groups: its own analysis (Newcombe's interval,
+		// the pooled z-test), so the campaign says what the run says. The
+		// Wald-type Mantel–Haenszel interval would collapse where a group
+		// has no conversions (0 of 13 held out: CI 3.8 to 13.6 pp beside
+		// the CMH test's p = 0.27).
+		d, err := stats.CompareProportions(p.TreatmentConverted, p.Treatment, p.HoldoutConverted, p.Holdout, confidence)
+		if err != nil {
+			m.Verdict = fmt.Sprintf("cannot compare the groups: %v", err)
+			return out
+		}
+		p.Diff, p.CI, p.PValue = d.Diff, d.CI, d.PValue
+		out.uplift = &p
+		m.Uplift = upliftOf(d.Diff, d.CI, d.PValue, retentionv1.UpliftNewcombe)
+		m.Verdict = verdict(m.Uplift, d.CI, d.PValue, "") + ", from 1 run"
+		return out
+	}
 	out.uplift = &p
 	m.Uplift = upliftOf(p.Diff, p.CI, p.PValue, retentionv1.UpliftMantelHaenszel)
-	m.Verdict = verdict(m.Uplift, p.CI, "") + ", pooled over " + plural(len(strata), "run")
+	m.Verdict = verdict(m.Uplift, p.CI, p.PValue, "") + ", pooled over " + plural(p.Strata, "run")
 	return out
 }
 

@@ -168,7 +168,7 @@ func compare(tr, ho retentionv1.GroupConversion, untrusted string) (*retentionv1
 	if d.HasRelative {
 		u.RelativePercent = decimal(100*d.RelativeUplift, 1)
 	}
-	return u, verdict(u, d.CI, untrusted)
+	return u, verdict(u, d.CI, d.PValue, untrusted)
 }
 
 func upliftOf(diff float64, ci stats.Interval, p float64, method retentionv1.UpliftMethod) *retentionv1.Uplift {
@@ -180,12 +180,16 @@ func upliftOf(diff float64, ci stats.Interval, p float64, method retentionv1.Upl
 
 // verdict says in one sentence what an uplift shows: its interval ci
 // (the raw bounds, not their rounded text) above, below or across zero.
-func verdict(u *retentionv1.Uplift, ci stats.Interval, untrusted string) string {
+// A difference is claimed only when the test agrees (p below 1 −
+// confidence): an interval and a test built differently can disagree near
+// the edge, and small or zero counts make a Wald-type interval too narrow.
+func verdict(u *retentionv1.Uplift, ci stats.Interval, p float64, untrusted string) string {
 	shows := "no significant difference"
+	significant := p < 1-confidence
 	switch {
-	case ci.Lower > 0:
+	case ci.Lower > 0 && significant:
 		shows = "the treatment converts better"
-	case ci.Upper < 0:
+	case ci.Upper < 0 && significant:
 		shows = "the treatment converts worse"
 	}
 	s := fmt.Sprintf("%s: %s pp (95%% CI %s to %s pp), p = %s", shows, u.PercentagePoints, u.Lower, u.Upper, u.PValue)

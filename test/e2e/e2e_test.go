@@ -61,7 +61,7 @@ func TestEndToEnd(t *testing.T) {
 	first := w.waitRuns(t, "win-back", 1)[0]
 	w.patchSuspend(t, "win-back", true)
 	run1 := w.checkDelivery(t, first, webhookDelivery(w))
-	w.checkExclusions(t, run1, shopOptedOut)
+	w.checkExclusions(t, run1, shopOptedOut, 800)
 	optedOut := w.optOut(t, run1.sent[:40])
 	w.patchSuspend(t, "win-back", false)
 	w.waitRunsCreated(t, "win-back", 3)
@@ -135,8 +135,8 @@ func (w *world) generateShop(t *testing.T, today time.Time) ([]byte, map[string]
 
 // checkExclusions recomputes a first run's exclusions from the segments'
 // memberships and the export's opt-out column: opted out first, then
-// suppressed (no cap or maxPerRun applies to a first run of this size).
-func (w *world) checkExclusions(t *testing.T, r *runResult, optedOutInExport map[string]bool) {
+// suppressed, then over maxPerRun (nobody is capped in a first run).
+func (w *world) checkExclusions(t *testing.T, r *runResult, optedOutInExport map[string]bool, maxPerRun int64) {
 	t.Helper()
 	members := w.members(t, "at-risk")
 	dissatisfied := map[string]bool{}
@@ -152,13 +152,15 @@ func (w *world) checkExclusions(t *testing.T, r *runResult, optedOutInExport map
 			suppressed++
 		}
 	}
+	eligible := int64(len(members)) - optedOut - suppressed
+	overMax := max(eligible-maxPerRun, 0)
 	a := r.status.Audience
-	if a.Members != int64(len(members)) || a.OptedOut != optedOut || a.Suppressed != suppressed ||
-		a.Treatment+a.Holdout != int64(len(members))-optedOut-suppressed {
-		t.Errorf("run %s: audience %+v; from the data: %d members, %d opted out, %d suppressed", r.run.Name, *a, len(members), optedOut, suppressed)
+	if a.Members != int64(len(members)) || a.OptedOut != optedOut || a.Suppressed != suppressed || a.Capped != 0 ||
+		a.OverMax != overMax || a.Treatment+a.Holdout != eligible-overMax {
+		t.Errorf("run %s: audience %+v; from the data: %d members, %d opted out, %d suppressed, %d over maxPerRun", r.run.Name, *a, len(members), optedOut, suppressed, overMax)
 	}
-	if optedOut == 0 || suppressed == 0 {
-		t.Errorf("the data leaves nobody to exclude (%d opted out, %d suppressed): the check proves nothing", optedOut, suppressed)
+	if optedOut == 0 || suppressed == 0 || overMax == 0 {
+		t.Errorf("the data leaves nobody to exclude (%d opted out, %d suppressed, %d over maxPerRun): the check proves less than it should", optedOut, suppressed, overMax)
 	}
 }
 
