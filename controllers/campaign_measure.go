@@ -99,7 +99,7 @@ func poolRuns(strata []store.RunStratum) pooledRuns {
 		}
 		p.Diff, p.CI, p.PValue = d.Diff, d.CI, d.PValue
 		out.uplift = &p
-		m.Uplift = upliftOf(d.Diff, d.CI, d.PValue, retentionv1.UpliftNewcombe)
+		m.Uplift = newcombeUplift(d)
 		m.Verdict = verdict(m.Uplift, d.CI, d.PValue, "") + ", from 1 run"
 		return out
 	}

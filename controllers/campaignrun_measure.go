@@ -164,11 +164,17 @@ func compare(tr, ho retentionv1.GroupConversion, untrusted string) (*retentionv1
 	if err != nil {
 		return nil, fmt.Sprintf("cannot compare the groups: %v", err)
 	}
+	u := newcombeUplift(d)
+	return u, verdict(u, d.CI, d.PValue, untrusted)
+}
+
+// newcombeUplift is the status form of one two-group comparison.
+func newcombeUplift(d stats.Difference) *retentionv1.Uplift {
 	u := upliftOf(d.Diff, d.CI, d.PValue, retentionv1.UpliftNewcombe)
 	if d.HasRelative {
 		u.RelativePercent = decimal(100*d.RelativeUplift, 1)
 	}
-	return u, verdict(u, d.CI, d.PValue, untrusted)
+	return u
 }
 
 func upliftOf(diff float64, ci stats.Interval, p float64, method retentionv1.UpliftMethod) *retentionv1.Uplift {

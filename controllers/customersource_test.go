@@ -54,6 +54,23 @@ func transactionsCSV(n int, seed uint64) []byte {
 	return b.Bytes()
 }
 
+// createCSVSource creates a ConfigMap of transactionsCSV(customers, seed)
+// and a source reading it, both with labels.
+func createCSVSource(t *testing.T, ns, name, configMap string, customers int, seed uint64, labels map[string]string) (*corev1.ConfigMap, *retentionv1.CustomerSource) {
+	t.Helper()
+	ctx := context.Background()
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: configMap, Labels: labels},
+		Data: map[string]string{"transactions.csv": string(transactionsCSV(customers, seed))}}
+	if err := k8sClient.Create(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	cs := newCSVSource(ns, name, configMap, labels)
+	if err := k8sClient.Create(ctx, cs); err != nil {
+		t.Fatal(err)
+	}
+	return cm, cs
+}
+
 func newCSVSource(ns, name, configMap string, labels map[string]string) *retentionv1.CustomerSource {
 	return &retentionv1.CustomerSource{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
@@ -79,15 +96,7 @@ func TestCustomerSourceScoring(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
 	const customers = 400
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shop-data"},
-		Data: map[string]string{"transactions.csv": string(transactionsCSV(customers, 7))}}
-	if err := k8sClient.Create(ctx, cm); err != nil {
-		t.Fatal(err)
-	}
-	cs := newCSVSource(ns, "shop", "shop-data", nil)
-	if err := k8sClient.Create(ctx, cs); err != nil {
-		t.Fatal(err)
-	}
+	cm, cs := createCSVSource(t, ns, "shop", "shop-data", customers, 7, nil)
 	seg := &retentionv1.Segment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "all"},
 		Spec: retentionv1.SegmentSpec{SourceRef: retentionv1.LocalObjectReference{Name: "shop"}, Rule: "true"}}
 	if err := k8sClient.Create(ctx, seg); err != nil {
@@ -214,15 +223,7 @@ func TestCustomerSourceRefreshInterval(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
 	hidden := map[string]string{manualLabel: "true"}
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "data", Labels: hidden},
-		Data: map[string]string{"transactions.csv": string(transactionsCSV(150, 3))}}
-	if err := k8sClient.Create(ctx, cm); err != nil {
-		t.Fatal(err)
-	}
-	cs := newCSVSource(ns, "warehouse", "data", hidden)
-	if err := k8sClient.Create(ctx, cs); err != nil {
-		t.Fatal(err)
-	}
+	_, cs := createCSVSource(t, ns, "warehouse", "data", 150, 3, hidden)
 	stores := NewStoreProvider(pgtest.Start(t), store.Options{})
 	t.Cleanup(func() { _ = stores.Close() })
 	clock := &fakeClock{now: time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)}
@@ -311,15 +312,7 @@ func TestCustomerSourceReconcileRequest(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
 	const customers = 200
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shop-data"},
-		Data: map[string]string{"transactions.csv": string(transactionsCSV(customers, 11))}}
-	if err := k8sClient.Create(ctx, cm); err != nil {
-		t.Fatal(err)
-	}
-	cs := newCSVSource(ns, "shop", "shop-data", nil)
-	if err := k8sClient.Create(ctx, cs); err != nil {
-		t.Fatal(err)
-	}
+	_, cs := createCSVSource(t, ns, "shop", "shop-data", customers, 11, nil)
 	conds := func() []metav1.Condition { return cs.Status.Conditions }
 	eventually(t, 2*waitFor, readyIs(cs, conds, metav1.ConditionTrue, retentionv1.ReasonSucceeded, fmt.Sprintf("scored %d customers", customers)))
 	scorings := func() float64 {

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -91,15 +90,7 @@ func head(s []string) []string { return s[:min(len(s), 5)] }
 func TestSegmentMembership(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "data"},
-		Data: map[string]string{"transactions.csv": string(transactionsCSV(300, 11))}}
-	if err := k8sClient.Create(ctx, cm); err != nil {
-		t.Fatal(err)
-	}
-	cs := newCSVSource(ns, "shop", "data", nil)
-	if err := k8sClient.Create(ctx, cs); err != nil {
-		t.Fatal(err)
-	}
+	cm, cs := createCSVSource(t, ns, "shop", "data", 300, 11, nil)
 	seg := &retentionv1.Segment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "loyal"},
 		Spec: retentionv1.SegmentSpec{SourceRef: retentionv1.LocalObjectReference{Name: "shop"}, Rule: "customer.frequency >= 2"}}
 	if err := k8sClient.Create(ctx, seg); err != nil {
@@ -209,15 +200,7 @@ func TestSegmentMembership(t *testing.T) {
 func TestSegmentEmptyShowsZero(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "data"},
-		Data: map[string]string{"transactions.csv": string(transactionsCSV(200, 3))}}
-	if err := k8sClient.Create(ctx, cm); err != nil {
-		t.Fatal(err)
-	}
-	cs := newCSVSource(ns, "shop", "data", nil)
-	if err := k8sClient.Create(ctx, cs); err != nil {
-		t.Fatal(err)
-	}
+	_, cs := createCSVSource(t, ns, "shop", "data", 200, 3, nil)
 	seg := &retentionv1.Segment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "nobody"},
 		Spec: retentionv1.SegmentSpec{SourceRef: retentionv1.LocalObjectReference{Name: "shop"}, Rule: "customer.frequency < 0"}}
 	if err := k8sClient.Create(ctx, seg); err != nil {

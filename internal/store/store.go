@@ -148,10 +148,12 @@ type MembershipStore interface {
 
 // RunStore keeps campaign runs, their targets and delivery state, and the
 // records that outlive a run: the contact ledger that frequency caps count,
+// the ghost contacts of each campaign's holdout that its own caps count too,
 // the holdout assignment of each (campaign, customer), the opt-out list and
 // each campaign's cumulative tally. While a materialized run is stored, its
-// targets are its ledger entries and holdout assignments (nothing else
-// records them twice); RunDelete moves them to the records that outlive it.
+// targets are its ledger entries, ghost contacts and holdout assignments
+// (nothing else records them twice); RunDelete moves them to the records
+// that outlive it.
 type RunStore interface {
 	// RunCreate records a campaign run, frozen. It is idempotent on RunID:
 	// when the run exists, the stored record is returned unchanged.
@@ -174,8 +176,11 @@ type RunStore interface {
 	// store's time (see Now). From then on the run's treatment targets are
 	// its contact ledger entries (at that time; void when the target is
 	// failed or skipped — so those of a dry run, and of treatment targets
-	// Plan skipped, from the start) and its eligible targets record their
-	// holdout group for the campaign, when none was recorded before. It is
+	// Plan skipped, from the start), its holdout targets are ghost contacts
+	// of their customers for the run's campaign on its channel (at that
+	// time too; none for a dry run, void when RunCancel finds the run
+	// contacted nobody), and its eligible targets record their holdout
+	// group for the campaign, when none was recorded before. It is
 	// idempotent: a run no longer
 	// Pending (materialized, or cancelled before it was) is not written,
 	// and its tally is returned. Errors: ErrNotFound for an unknown run or
@@ -187,17 +192,20 @@ type RunStore interface {
 	// RunCancel ends a run early: its pending targets become skipped with
 	// reason "cancelled" (their ledger entries are voided) and the run's
 	// phase becomes Cancelled, unless it already finished (Succeeded,
-	// Failed). Claimed targets are left to their runner, which records them
-	// as usual. It returns how many targets it skipped; ErrNotFound when
+	// Failed). When that leaves the run with no live ledger entry (no
+	// treatment target claimed or sent: it was cancelled before sending),
+	// its ghost contacts are voided too: its holdout would not have been
+	// contacted either. Claimed targets are left to their runner, which
+	// records them as usual. It returns how many targets it skipped; ErrNotFound when
 	// there is no such run.
 	RunCancel(ctx context.Context, runID string) (int64, error)
 	// RunDelete removes a run and its targets (history limits), first
 	// folding its tally into its campaign's cumulative tally, so
 	// CampaignTally never changes when a run is deleted, and copying its
-	// ledger entries and the holdout assignments it recorded to the records
-	// that outlive it, so ContactCounts, HoldoutGet and later
-	// materializations see no change either. The ledger, holdout
-	// assignments and opt-outs stay. Deleting an unknown run is not an
+	// ledger entries, its live ghost contacts and the holdout assignments
+	// it recorded to the records that outlive it, so ContactCounts,
+	// HoldoutGet and later materializations see no change either. The
+	// ledger, ghost contacts, holdout assignments and opt-outs stay. Deleting an unknown run is not an
 	// error.
 	RunDelete(ctx context.Context, runID string) error
 	// RunTally counts a run's targets by group, state and skip reason, and
@@ -274,8 +282,10 @@ type RunStore interface {
 	// the ledger entries of each customer on a channel since a time (an
 	// entry's time is its run's materialization): contacts sent, and
 	// contacts planned (pending or claimed) by any run; voided entries
-	// (failed, skipped, cancelled, dry runs) do not count. Customers with
-	// no contact are not reported.
+	// (failed, skipped, cancelled, dry runs) do not count, nor do ghost
+	// contacts (a holdout is never contacted: only a materialization's cap
+	// counts them, AudienceMember.Contacts). Customers with no contact are
+	// not reported.
 	ContactCounts(ctx context.Context, params *ContactCountsParams, fn func(customerID string, contacts int64) error) error
 
 	// HoldoutGet returns the recorded groups of a campaign's customers
@@ -664,8 +674,14 @@ type AudienceMember struct {
 	// OptedOut is true when the customer is on the opt-out list of the
 	// run's channel.
 	OptedOut bool
-	// Contacts counts the customer's ledger entries on the run's channel
-	// since CapSince (as ContactCounts does); 0 when CapSince is zero.
+	// Contacts counts the customer's live ledger entries on the run's
+	// channel since CapSince (as ContactCounts does) plus the live ghost
+	// contacts of the run's campaign on that channel since then (see
+	// RunMaterialize): a customer held out of a campaign's earlier runs
+	// is capped by its later runs as if it had been treated, so the cap
+	// excludes holdout and treatment customers alike and the groups stay
+	// comparable. Ghosts of other campaigns never count. 0 when CapSince is
+	// zero.
 	Contacts int64
 	// RecordedGroup is the customer's recorded holdout assignment for the
 	// run's campaign, or "" when none is recorded.
@@ -680,7 +696,8 @@ type RunMaterializeParams struct {
 	EnteredSince int64
 	// SuppressSegments are the keys of the suppression segments.
 	SuppressSegments []string
-	// CapSince starts the frequency-cap window; zero: no cap data.
+	// CapSince starts the frequency-cap window (real and ghost contacts at
+	// or after it count, AudienceMember.Contacts); zero: no cap data.
 	CapSince time.Time
 	// MaxPerRun, if above 0, keeps the MaxPerRun eligible (treatment and
 	// holdout) members with the highest Data.ExpectedValue and excludes the

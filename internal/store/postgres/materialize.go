@@ -17,7 +17,8 @@ import (
 
 // Materializations take two transaction-level advisory locks, (class,
 // hashtext(key)): the channel's, which serializes them per channel so that
-// a frequency cap reads every contact planned before it, then the
+// a frequency cap reads every contact planned before it (and every ghost
+// contact it counts: those of its campaign on its channel), then the
 // campaign's, which serializes the holdout assignments of one campaign
 // (its runs may be on several channels) and so the order of its runs'
 // materialized_seq. Nothing waits for a channel lock

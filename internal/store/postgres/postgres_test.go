@@ -200,6 +200,54 @@ func TestUpgradeFromVersion2(t *testing.T) {
 	storetest.CheckUpgradeFromVersion2(ctx, t, s)
 }
 
+// TestUpgradeFromVersion4 migrates a database that a version-4 program
+// wrote, with runs still stored whose holdout targets were no ghost
+// contacts yet: they become ghosts, but for the run cancelled before
+// sending.
+func TestUpgradeFromVersion4(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t, server)
+	ms, err := postgres.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := "'" + storetest.Epoch.Format(time.RFC3339) + "'"
+	ids := storetest.LegacyCustomers
+	run := func(id, phase, referenceAt string, seq int) string {
+		return fmt.Sprintf(`('%s', 'ns/c', '%s', '%s', 'ns/seg', 1, '{}', 10, 1, %s, '%s', %s, %s, %d, 'ns/src')`,
+			id, storetest.LegacyCampaignUID, storetest.LegacyChannel, at, phase, referenceAt, at, seq)
+	}
+	for _, q := range []string{
+		"CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL)",
+		ms[0].SQL, ms[1].SQL, ms[2].SQL, ms[3].SQL,
+		"INSERT INTO schema_migrations VALUES (1, 'init', now()), (2, 'campaigns', now()), (3, 'run_records', now()), (4, 'measurement', now())",
+		`INSERT INTO runs (run_id, campaign, campaign_uid, channel, segment, snapshot_id, settings, holdout_percent, shards, created_at,
+			phase, reference_at, materialized_at, materialized_seq, source) VALUES ` +
+			run(storetest.UpgradeV4Sending, "Sending", at, 1) + `, ` + run(storetest.UpgradeV4Cancelled, "Cancelled", "NULL", 2),
+		`INSERT INTO targets (run_id, customer_id, grp, shard, state, reason, sent_at) VALUES
+			('` + storetest.UpgradeV4Sending + `', '` + ids[0] + `', 'treatment', 0, 'sent', '', ` + at + `),
+			('` + storetest.UpgradeV4Sending + `', '` + ids[1] + `', 'holdout', 0, 'skipped', 'holdout', NULL),
+			('` + storetest.UpgradeV4Cancelled + `', '` + ids[2] + `', 'treatment', 0, 'skipped', 'cancelled', NULL),
+			('` + storetest.UpgradeV4Cancelled + `', '` + ids[3] + `', 'holdout', 0, 'skipped', 'holdout', NULL)`,
+	} {
+		if err := c.PgConn().Exec(ctx, q).Close(); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	c.Close(ctx)
+	s, err := postgres.Open(ctx, url, store.Options{Clock: storetest.NewClock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	storetest.CheckUpgradeFromVersion4(ctx, t, s)
+}
+
 // TestMaterializeWithOneConnection: RunMaterialize reads the audience on a
 // second connection; with a pool of one it opens that one outside the pool.
 func TestMaterializeWithOneConnection(t *testing.T) {

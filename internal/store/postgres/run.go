@@ -172,7 +172,8 @@ func (s *Store) RunSetPhase(ctx context.Context, p *store.RunSetPhaseParams) (bo
 }
 
 // RunCancel implements store.Store in one transaction that holds the run's
-// row: pending targets skipped, their ledger entries voided, the phase set.
+// row: pending targets skipped, their ledger entries voided, the phase set
+// (and the run's ghost contacts voided if it contacted nobody).
 func (s *Store) RunCancel(ctx context.Context, runID string) (int64, error) {
 	if err := store.CheckKey("run id", runID); err != nil {
 		return 0, err
@@ -192,6 +193,10 @@ func (s *Store) RunCancel(ctx context.Context, runID string) (int64, error) {
 			return err
 		}
 		if !run.Phase.Final() {
+			// A run that contacted nobody has no ghost contacts either.
+			if _, err := tx.Exec(ctx, sqlshared.VoidGhosts, runID); err != nil {
+				return err
+			}
 			_, err = tx.Exec(ctx, "UPDATE runs SET phase = 'Cancelled' WHERE run_id = $1", runID)
 		}
 		return err
@@ -203,10 +208,11 @@ func (s *Store) RunCancel(ctx context.Context, runID string) (int64, error) {
 }
 
 // RunDelete implements store.Store: the run's tally is folded into its
-// campaign's, its ledger entries and holdout assignments are copied to
-// contacts and holdout_assignments, then the run and its targets go, in
-// one transaction that holds the run's row: a reader sees the entries and
-// assignments in the run's targets or in those tables, not both.
+// campaign's, its ledger entries, holdout assignments and ghost contacts
+// are copied to contacts, holdout_assignments and ghost_contacts, then
+// the run and its targets go, in one transaction that holds the run's row:
+// a reader sees the entries, ghosts and assignments in the run's targets
+// or in those tables, not both.
 func (s *Store) RunDelete(ctx context.Context, runID string) error {
 	err := s.withTx(ctx, func(tx pgx.Tx) error {
 		if _, err := getRun(ctx, tx, runID, true); errors.Is(err, store.ErrNotFound) {
@@ -225,6 +231,9 @@ func (s *Store) RunDelete(ctx context.Context, runID string) error {
 		}
 		if _, err := tx.Exec(ctx, sqlshared.HoldoutKeep, runID); err != nil {
 			return fmt.Errorf("keep holdout assignments: %w", err)
+		}
+		if _, err := tx.Exec(ctx, sqlshared.GhostKeep, runID); err != nil {
+			return fmt.Errorf("keep ghost contacts: %w", err)
 		}
 		if _, err := tx.Exec(ctx, "DELETE FROM targets WHERE run_id = $1", runID); err != nil {
 			return err

@@ -164,6 +164,10 @@ func (s *Store) RunCancel(ctx context.Context, runID string) (int64, error) {
 			return err
 		}
 		if !run.Phase.Final() {
+			// A run that contacted nobody has no ghost contacts either.
+			if _, err := tx.ExecContext(ctx, sqlshared.VoidGhosts, runID); err != nil {
+				return err
+			}
 			_, err = tx.ExecContext(ctx, "UPDATE runs SET phase = 'Cancelled' WHERE run_id = ?", runID)
 		}
 		return err
@@ -175,9 +179,9 @@ func (s *Store) RunCancel(ctx context.Context, runID string) (int64, error) {
 }
 
 // RunDelete implements store.Store: the run's tally is folded into its
-// campaign's, its ledger entries and holdout assignments are copied to
-// contacts and holdout_assignments, then the run and its targets go, in
-// one write transaction.
+// campaign's, its ledger entries, holdout assignments and ghost contacts
+// are copied to contacts, holdout_assignments and ghost_contacts, then
+// the run and its targets go, in one write transaction.
 func (s *Store) RunDelete(ctx context.Context, runID string) error {
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, sqlshared.FoldTally, runID); err != nil {
@@ -191,6 +195,9 @@ func (s *Store) RunDelete(ctx context.Context, runID string) error {
 		}
 		if _, err := tx.ExecContext(ctx, sqlshared.HoldoutKeep, runID); err != nil {
 			return fmt.Errorf("keep holdout assignments: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, sqlshared.GhostKeep, runID); err != nil {
+			return fmt.Errorf("keep ghost contacts: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, "DELETE FROM targets WHERE run_id = ?", runID); err != nil {
 			return err

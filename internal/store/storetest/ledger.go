@@ -384,4 +384,157 @@ func exerciseLedger(ctx context.Context, t *testing.T, d *Driver) {
 			t.Errorf("RunCancel(unknown) = %v, want ErrNotFound", err)
 		}
 	})
+
+	// A campaign's holdout is never contacted, yet the campaign's later
+	// runs cap its customers as if it had been (ghost contacts): without
+	// them a cap removes treatment customers only and the groups drift
+	// apart. Ghosts count for the campaign's own runs on the run's channel
+	// only, in the windows the run's real contacts fall in, never in
+	// ContactCounts, and they survive RunDelete.
+	t.Run("GhostContacts", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(ctx, t, d)
+		sn := writeSnapshot(e, e.s, "ns/src", 0, 12)
+		c := cids(0, 12)
+		holdout := func(i int) bool { return i%4 == 0 }
+		// Run 1 of campaign A: c0, c4 and c8 held out, the others treated
+		// and sent. Scheduled at Epoch, materialized an hour later: its
+		// contacts, real and ghost, are at the materialization.
+		applySegment(e, "ns/seg-a1", sn.ID, c)
+		createCampaignRun(e, e.s, runSpec{id: "a1", campaignUID: "uid-a", channel: "ns/email", segment: "ns/seg-a1", snapshot: sn.ID})
+		matAt := e.clock.Advance(time.Hour)
+		got := materialize(e, e.s, &store.RunMaterializeParams{RunID: "a1", CapSince: Epoch, Plan: (&planner{maxContacts: 1, holdout: holdout}).plan})
+		if got, want := groupTotals(got), map[store.TargetGroup]int64{store.GroupTreatment: 9, store.GroupHoldout: 3}; !reflect.DeepEqual(got, want) {
+			t.Fatalf("run 1: %v, want %v", got, want)
+		}
+		treated := targetIDs(claimAll(e, "a1", "w"))
+		if n, err := e.s.TargetSetSent(ctx, &store.TargetSetSentParams{RunID: "a1", CustomerIDs: treated, Token: "w"}); err != nil || n != 9 {
+			t.Fatalf("sent: %d, %v", n, err)
+		}
+		e.clock.Advance(time.Hour)
+		all1, treated1 := map[string]int64{}, map[string]int64{}
+		for i, id := range c {
+			all1[id] = 1
+			if !holdout(i) {
+				treated1[id] = 1
+			}
+		}
+		runs := 0
+		next := func(prefix string) string { runs++; return fmt.Sprintf("%s%d", prefix, runs) }
+		// capRun materializes a run of c with a cap of one contact since
+		// Epoch and returns the customers it capped.
+		capRun := func(campaignUID string, dryRun bool) map[string]int64 {
+			t.Helper()
+			run := next("cap")
+			applySegment(e, "ns/seg-"+run, sn.ID, c)
+			createCampaignRun(e, e.s, runSpec{id: run, campaignUID: campaignUID, channel: "ns/email", segment: "ns/seg-" + run, snapshot: sn.ID, dryRun: dryRun})
+			materialize(e, e.s, &store.RunMaterializeParams{RunID: run, CapSince: Epoch, Plan: (&planner{maxContacts: 1, holdout: holdout}).plan})
+			capped := map[string]int64{}
+			for id, tg := range targetsOf(e, e.s, run) {
+				if tg.Reason == store.ReasonCapped {
+					capped[id] = 1
+				}
+			}
+			return capped
+		}
+		check := func(when string) {
+			t.Helper()
+			for _, tc := range []struct {
+				name, channel, campaign string
+				since                   time.Time
+				want                    map[string]int64
+			}{
+				{"the same campaign", "ns/email", "uid-a", Epoch, all1},
+				{"the same campaign, window from run 1", "ns/email", "uid-a", matAt, all1},
+				{"the same campaign, window after run 1", "ns/email", "uid-a", matAt.Add(time.Microsecond), map[string]int64{}},
+				{"another campaign", "ns/email", "uid-b", Epoch, treated1},
+				{"the same campaign on another channel", "ns/sms", "uid-a", Epoch, map[string]int64{}},
+			} {
+				seen := probe(e, next("probe"), tc.channel, tc.campaign, sn.ID, tc.since, c)
+				if got := probeContacts(seen); !reflect.DeepEqual(got, tc.want) {
+					t.Errorf("%s: %s: Contacts in Plan = %v, want %v", when, tc.name, got, tc.want)
+				}
+			}
+			// ContactCounts counts real contacts only.
+			if got := contacts(e, e.s, "ns/email", Epoch, c); !reflect.DeepEqual(got, treated1) {
+				t.Errorf("%s: ContactCounts = %v, want %v", when, got, treated1)
+			}
+			// Run 2 of campaign A caps everyone run 1 had, treated or held
+			// out (and, capping all, records nothing); a run of campaign B
+			// caps run 1's treated only. B's is a dry run: it records no
+			// contact that a later check would count.
+			if got := capRun("uid-a", false); !reflect.DeepEqual(got, all1) {
+				t.Errorf("%s: run 2 of the campaign capped %v, want %v", when, got, all1)
+			}
+			if got := capRun("uid-b", true); !reflect.DeepEqual(got, treated1) {
+				t.Errorf("%s: a run of another campaign capped %v, want %v", when, got, treated1)
+			}
+		}
+		check("run 1 stored")
+		if err := e.s.RunDelete(ctx, "a1"); err != nil {
+			t.Fatal(err)
+		}
+		check("run 1 deleted")
+	})
+
+	// A dry run records no ghost contacts; a run cancelled before it
+	// contacted anyone voids them with its ledger entries; one cancelled
+	// after some of its treatment was claimed or sent keeps them. Deleting
+	// the runs changes nothing.
+	t.Run("GhostContactsVoid", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(ctx, t, d)
+		sn := writeSnapshot(e, e.s, "ns/src", 0, 24)
+		c := cids(0, 24)
+		pl := func() func(*store.AudienceMember, *store.NewTarget) error {
+			return (&planner{holdout: func(i int) bool { return i%4 == 0 }}).plan
+		}
+		for _, r := range []runSpec{
+			{id: "dry", segment: "ns/seg-dry", dryRun: true}, // c0..c7
+			{id: "early", segment: "ns/seg-early"},           // c8..c15
+			{id: "late", segment: "ns/seg-late"},             // c16..c23
+		} {
+			from := map[string]int{"dry": 0, "early": 8, "late": 16}[r.id]
+			applySegment(e, r.segment, sn.ID, c[from:from+8])
+			r.campaignUID, r.channel, r.snapshot = "uid-a", "ns/email", sn.ID
+			createCampaignRun(e, e.s, r)
+			materialize(e, e.s, &store.RunMaterializeParams{RunID: r.id, Plan: pl()})
+		}
+		if n, err := e.s.RunCancel(ctx, "early"); err != nil || n != 6 {
+			t.Fatalf("cancel early: %d, %v", n, err)
+		}
+		// late: c17 sent, c18 claimed, then cancelled (c16, c20 held out).
+		claimed, err := e.s.TargetClaim(ctx, &store.TargetClaimParams{RunID: "late", Limit: 2, Token: "w"})
+		if err != nil || !reflect.DeepEqual(targetIDs(claimed), []string{c[17], c[18]}) {
+			t.Fatalf("claim late: %v, %v", targetIDs(claimed), err)
+		}
+		if n, err := e.s.TargetSetSent(ctx, &store.TargetSetSentParams{RunID: "late", CustomerIDs: c[17:18], Token: "w"}); err != nil || n != 1 {
+			t.Fatalf("sent: %d, %v", n, err)
+		}
+		if n, err := e.s.RunCancel(ctx, "late"); err != nil || n != 4 {
+			t.Fatalf("cancel late: %d, %v", n, err)
+		}
+		want := map[string]int64{c[16]: 1, c[17]: 1, c[18]: 1, c[20]: 1}
+		probes := 0
+		check := func(when string) {
+			t.Helper()
+			probes++
+			seen := probe(e, fmt.Sprintf("probe%d", probes), "ns/email", "uid-a", sn.ID, Epoch, c)
+			if got := probeContacts(seen); !reflect.DeepEqual(got, want) {
+				t.Errorf("%s: Contacts in Plan = %v, want %v", when, got, want)
+			}
+		}
+		check("runs stored")
+		// A second cancel changes nothing.
+		if _, err := e.s.RunCancel(ctx, "late"); err != nil {
+			t.Fatal(err)
+		}
+		check("cancelled again")
+		for _, r := range []string{"dry", "early", "late"} {
+			if err := e.s.RunDelete(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check("runs deleted")
+	})
 }

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -112,5 +113,98 @@ func CheckUpgradeFromVersion2(ctx context.Context, t *testing.T, s store.Store) 
 		}
 		counts(r+" deleted", want)
 		groups(r+" deleted", map[string]store.TargetGroup{ids[0]: T, ids[1]: T, ids[2]: H, ids[3]: T})
+	}
+}
+
+// A database at schema version 4 holds, for campaign LegacyCampaignUID on
+// LegacyChannel, two runs materialized (materialized_at Epoch) before
+// ghost contacts existed, still stored. Each driver's upgrade test writes
+// these rows with SQL, then calls CheckUpgradeFromVersion4 on the migrated
+// store.
+//
+//   - runs: "sending" (Sending, reference time Epoch, materialized_seq 1)
+//     and "cancelled" (Cancelled before sending: no reference time,
+//     materialized_seq 2), both of campaign "ns/c", 1 shard, created at
+//     Epoch;
+//   - targets of "sending": LegacyCustomers[0] treatment sent, [1] holdout
+//     skipped (holdout);
+//   - targets of "cancelled": [2] treatment skipped (cancelled), [3]
+//     holdout skipped (holdout).
+const (
+	UpgradeV4Sending   = "sending"
+	UpgradeV4Cancelled = "cancelled"
+)
+
+// CheckUpgradeFromVersion4 checks a store migrated from the version-4
+// database described above: the holdout of the stored run that was sent
+// counts as ghost contacts for the campaign's later runs on the channel
+// (not for another campaign's, and not in ContactCounts), the holdout of
+// the run cancelled before sending does not, and deleting both runs
+// changes nothing.
+func CheckUpgradeFromVersion4(ctx context.Context, t *testing.T, s store.Store) {
+	t.Helper()
+	ids := LegacyCustomers[:]
+	w, err := s.SnapshotWrite(ctx, &store.SnapshotWriteParams{Source: "ns/src"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c customer.Scored
+	for i := range ids {
+		Customer(i, &c)
+		if err := w.Add(&c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sn, err := w.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.MembershipApply(ctx, &store.MembershipApplyParams{Segment: "ns/seg-probe", SnapshotID: sn.ID, Members: store.MembersFromSlice(ids)}); err != nil {
+		t.Fatal(err)
+	}
+	probes := 0
+	// probe is what a materialization of a run of campaign uid on the
+	// channel reads as each customer's contacts since Epoch (customers
+	// without any left out); it excludes everyone, so it records nothing.
+	probe := func(uid string) map[string]int64 {
+		t.Helper()
+		probes++
+		run := fmt.Sprintf("probe%d", probes)
+		if _, err := s.RunCreate(ctx, &store.RunCreateParams{RunID: run, Campaign: "ns/" + uid, CampaignUID: uid, Channel: LegacyChannel,
+			Segment: "ns/seg-probe", SnapshotID: sn.ID, Shards: 1, ConversionWindow: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]int64{}
+		if _, err := s.RunMaterialize(ctx, &store.RunMaterializeParams{RunID: run, CapSince: Epoch, Plan: func(m *store.AudienceMember, t *store.NewTarget) error {
+			if m.Contacts != 0 {
+				got[m.Customer.ID] = m.Contacts
+			}
+			t.Group, t.Reason = store.GroupExcluded, "probe"
+			return nil
+		}}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	check := func(when string) {
+		t.Helper()
+		if got, want := probe(LegacyCampaignUID), map[string]int64{ids[0]: 1, ids[1]: 1}; !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: the campaign's next run reads contacts %v, want %v", when, got, want)
+		}
+		if got, want := probe("uid-other"), map[string]int64{ids[0]: 1}; !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: another campaign's run reads contacts %v, want %v", when, got, want)
+		}
+		got := map[string]int64{}
+		if err := s.ContactCounts(ctx, &store.ContactCountsParams{Channel: LegacyChannel, Since: Epoch, CustomerIDs: ids},
+			func(id string, n int64) error { got[id] = n; return nil }); err != nil || !reflect.DeepEqual(got, map[string]int64{ids[0]: 1}) {
+			t.Errorf("%s: ContactCounts = %v, %v; want %v", when, got, err, map[string]int64{ids[0]: 1})
+		}
+	}
+	check("after the upgrade")
+	for _, r := range []string{UpgradeV4Sending, UpgradeV4Cancelled} {
+		if err := s.RunDelete(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		check(r + " deleted")
 	}
 }

@@ -14,6 +14,12 @@
 // both nor in neither. Runs materialized before 0003 wrote their entries
 // and assignments to the records already and carry no mark.
 //
+// Ghost contacts (migration 0005) follow the same pattern: while a run is
+// stored, its holdout targets are its ghosts (the contacts its holdout
+// would have had, counted against the frequency cap of its own campaign's
+// later runs on its channel only); RunDelete moves them into
+// ghost_contacts (GhostKeep). A run materialized before 0003 has none.
+//
 // Placeholders are $n. PostgreSQL reads them as its own; SQLite reads $n as
 // a parameter named "$n", and modernc.org/sqlite binds the parameter named
 // $n to the n-th argument (sqlshared_test.go checks it). Literals true and
@@ -167,11 +173,34 @@ const MarkMaterialized = `UPDATE runs SET phase = 'Materialized', materialized_a
 // treatment targets' entries are void.
 const liveEntry = `t.grp = 'treatment' AND t.state IN ('pending', 'claimed', 'sent') AND NOT r.dry_run`
 
+// liveGhost is the condition on a target t of a materialized run r that
+// it is a live ghost contact: a holdout target of a run of a campaign that
+// is not a dry run (which records no contacts, real or ghost) and whose
+// ghosts RunCancel did not void (it contacted nobody: VoidGhosts). A ghost
+// is at its run's materialization, the time of the run's ledger entries
+// (LedgerKeep, runEntries): a holdout customer's ghost falls in exactly the
+// cap windows that a treatment customer's real contact of the same run
+// falls in. The run's scheduled time would not do: a run materialized
+// after its slot (a late or retried reconcile, an ad-hoc run) would put
+// the two on either side of a window's start.
+const liveGhost = `t.grp = 'holdout' AND r.campaign_uid <> '' AND NOT r.dry_run AND NOT r.ghosts_void`
+
 // runEntries are the live ledger entries (customer ids) of the stored
 // materialized runs on channel $1 since time $since.
 func runEntries(channel, since string) string {
 	return `SELECT t.customer_id FROM runs r JOIN targets t ON t.run_id = r.run_id
 		WHERE r.channel = ` + channel + ` AND r.materialized_at >= ` + since + ` AND ` + liveEntry
+}
+
+// runCapEntries are what a materialization of campaign $campaign counts
+// against its cap from the stored materialized runs on channel $channel
+// since time $since: every run's live ledger entries and the campaign's
+// own runs' live ghosts, in one pass over each run's targets (the same
+// rows runEntries reads: ghosts add no read to the cap join).
+func runCapEntries(channel, campaign, since string) string {
+	return `SELECT t.customer_id FROM runs r JOIN targets t ON t.run_id = r.run_id
+		WHERE r.channel = ` + channel + ` AND r.materialized_at >= ` + since + `
+		  AND ((` + liveEntry + `) OR (` + liveGhost + ` AND r.campaign_uid = ` + campaign + `))`
 }
 
 // runGroups are the holdout assignments the stored materialized runs of
@@ -198,6 +227,16 @@ const LedgerKeep = `INSERT INTO contacts (channel, customer_id, campaign, run_id
 	SELECT r.channel, t.customer_id, r.campaign, r.run_id, r.materialized_at, NOT (` + liveEntry + `)
 	FROM runs r JOIN targets t ON t.run_id = r.run_id
 	WHERE r.run_id = $1 AND r.materialized_at IS NOT NULL AND t.grp = 'treatment'`
+
+// GhostKeep copies the live ghost contacts of a materialized run into
+// ghost_contacts before the run is deleted (in the same transaction): one
+// per holdout target, at the run's materialization. Void ghosts are not
+// kept: nothing counts them, and nothing can make them live once the run
+// is gone. $1 run id.
+const GhostKeep = `INSERT INTO ghost_contacts (campaign_uid, channel, customer_id, run_id, at)
+	SELECT r.campaign_uid, r.channel, t.customer_id, r.run_id, r.materialized_at
+	FROM runs r JOIN targets t ON t.run_id = r.run_id
+	WHERE r.run_id = $1 AND r.materialized_at IS NOT NULL AND ` + liveGhost
 
 // HoldoutKeep copies the holdout assignments a materialized run recorded
 // into holdout_assignments before the run is deleted (in the same
@@ -231,6 +270,17 @@ func HoldoutGet(inList string) string {
 // $1 run id.
 const CancelTargets = `UPDATE targets SET state = 'skipped', reason = 'cancelled', not_before = NULL
 	WHERE run_id = $1 AND state = 'pending'`
+
+// VoidGhosts voids the ghost contacts of a materialized run that RunCancel
+// ends (after CancelTargets, in the same transaction) when the run
+// contacted nobody: no treatment target is left pending, claimed or sent,
+// so every ledger entry it had is void, and its holdout would not have
+// been contacted either. A run cancelled after some of its treatment was
+// claimed or sent keeps its ghosts: its contacts happened, and which
+// holdout customers would have been among them cannot be told. $1 run id.
+const VoidGhosts = `UPDATE runs SET ghosts_void = true
+	WHERE run_id = $1 AND materialized_at IS NOT NULL AND NOT ghosts_void AND NOT EXISTS (
+		SELECT 1 FROM targets t WHERE t.run_id = $1 AND t.grp = 'treatment' AND t.state IN ('pending', 'claimed', 'sent'))`
 
 // OwnEntries is the condition that run $1 wrote ledger entries of its
 // own, those that the void statements update: a run materialized before
@@ -269,6 +319,8 @@ const (
 // with their records in a snapshot table and, per member, set-based: in a
 // suppression segment, opted out on the channel, live ledger entries on
 // the channel since the cap window's start (in contacts and of the stored
+// materialized runs) plus the live ghost contacts of the run's own
+// campaign on the channel since then (in ghost_contacts and of its stored
 // materialized runs), recorded holdout group (in holdout_assignments, else
 // by the campaign's stored materialized runs). Its columns: customer_id,
 // data, suppressed, opted_out, contacts, recorded.
@@ -319,7 +371,9 @@ func (q AudienceQuery) SQL() string {
 	LEFT JOIN (SELECT customer_id, count(*) AS n FROM (
 			SELECT customer_id FROM contacts WHERE channel = $3 AND at >= ` + since + ` AND NOT void
 			UNION ALL
-			` + runEntries("$3", since) + `) e
+			SELECT customer_id FROM ghost_contacts WHERE campaign_uid = $4 AND channel = $3 AND at >= ` + since + `
+			UNION ALL
+			` + runCapEntries("$3", "$4", since) + `) e
 		GROUP BY customer_id) c ON c.customer_id = m.customer_id`)
 	}
 	b.WriteString(`
