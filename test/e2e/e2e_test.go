@@ -58,8 +58,11 @@ func TestEndToEnd(t *testing.T) {
 
 	// The scheduled win-back campaign: a first run, then one-click opt-outs
 	// from its messages, then two more runs.
-	first := w.waitRuns(t, "win-back", 1)[0]
+	// Suspended as soon as a run exists, so no next slot slips in while
+	// the test looks at it.
+	w.waitRunsCreated(t, "win-back", 1)
 	w.patchSuspend(t, "win-back", true)
+	first := w.waitRuns(t, "win-back", 1)[0]
 	run1 := w.checkDelivery(t, first, webhookDelivery(w))
 	w.checkExclusions(t, run1, shopOptedOut, 800)
 	optedOut := w.optOut(t, run1.sent[:40])
