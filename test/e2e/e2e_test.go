@@ -119,6 +119,14 @@ func TestEndToEnd(t *testing.T) {
 	w.checkMetrics(t, ctx, "win-back", []*runResult{run1, run2, run3}, len(w.webhookKeys()))
 	w.checkMetrics(t, ctx, "welcome", []*runResult{welcome}, w.smtp.Stats().Unique)
 	w.checkShippedExpressions(t, ctx, "win-back")
+
+	// What the operator must never do, checked on everything the story
+	// left behind: write personal data outside its store, run a pod that
+	// the restricted Pod Security Standard refuses, or keep writing to the
+	// API server when nothing changes.
+	w.checkNoPersonalData(t)
+	w.checkPodSecurity(t)
+	w.checkQuiet(t, time.Minute)
 }
 
 // generateShop writes the shop's purchase history (two years up to
@@ -130,6 +138,7 @@ func (w *world) generateShop(t *testing.T, today time.Time) ([]byte, map[string]
 	end := today.AddDate(0, 0, -1)
 	tx, cust := filepath.Join(w.dir, "transactions.csv.gz"), filepath.Join(w.dir, "customers.csv.gz")
 	w.generate(t, shopCustomers, 42, end, tx, cust)
+	plantNames(t, cust)
 	for name, path := range map[string]string{"transactions.csv.gz": tx, "customers.csv.gz": cust} {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -211,7 +220,7 @@ func (w *world) loadCRM(t *testing.T, today time.Time) {
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, `
 CREATE TABLE purchases (customer_id text NOT NULL, purchased_on date NOT NULL, amount float8 NOT NULL);
-CREATE TABLE customers (customer_id text PRIMARY KEY, email text, opt_out boolean NOT NULL, complaints int NOT NULL);`); err != nil {
+CREATE TABLE customers (customer_id text PRIMARY KEY, email text, phone text, opt_out boolean NOT NULL, complaints int NOT NULL);`); err != nil {
 		t.Fatal(err)
 	}
 	var purchases, customers [][]any
@@ -266,12 +275,12 @@ func (w *world) addNewcomers(t *testing.T, today time.Time) {
 		if newcomerComplained(i) {
 			complaints = 1
 		}
-		customers = append(customers, []any{id, id + "@example.net", newcomerOptedOut(i), complaints})
+		customers = append(customers, []any{id, id + "@example.net", canaryPhone, newcomerOptedOut(i), complaints})
 	}
 	conn := w.crm(t)
 	defer conn.Close(context.Background())
 	copyRows(t, conn, "purchases", []string{"customer_id", "purchased_on", "amount"}, purchases)
-	copyRows(t, conn, "customers", []string{"customer_id", "email", "opt_out", "complaints"}, customers)
+	copyRows(t, conn, "customers", []string{"customer_id", "email", "phone", "opt_out", "complaints"}, customers)
 }
 
 // addPurchases records a second purchase today for the welcome run's
