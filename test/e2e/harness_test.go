@@ -62,6 +62,8 @@ type world struct {
 	metricsAddr, unsubscribeAddr string
 	signingKey                   string
 	operatorLog                  string
+	bin                          binaries
+	op                           *operator
 }
 
 // vars fills the manifests' ${...} placeholders.
@@ -179,7 +181,8 @@ func startWorld(t *testing.T) *world {
 		_ = podLog.Close()
 	})
 
-	w.startOperator(t, bin.operator)
+	w.bin = bin
+	w.startOperator(t)
 	w.prom = promcheck.Start(t, promcheck.Options{
 		Targets:   []promcheck.Target{{Address: w.metricsAddr, Job: "retention-operator"}},
 		RuleFiles: []string{filepath.Join(root, promcheck.RulesFile)},
@@ -210,23 +213,32 @@ func buildBinaries(t *testing.T, root, dir string) binaries {
 	return b
 }
 
+// operator is the operator's running process.
+type operator struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
 // startOperator runs `retention-operator manager` against the cluster with
 // the PostgreSQL store, outreach Jobs in jobsNamespace whose pods the harness
-// runs, and the one-click unsubscribe endpoint.
-func (w *world) startOperator(t *testing.T, binary string) {
+// runs, and the one-click unsubscribe endpoint; its output is appended to
+// operator.log. It returns once the metrics endpoint answers.
+func (w *world) startOperator(t *testing.T) {
 	t.Helper()
-	w.metricsAddr = freeAddr(t)
-	w.unsubscribeAddr = freeAddr(t)
+	if w.metricsAddr == "" {
+		w.metricsAddr, w.unsubscribeAddr = freeAddr(t), freeAddr(t)
+		w.operatorLog = filepath.Join(w.dir, "operator.log")
+		t.Cleanup(func() { w.stopOperator(syscall.SIGTERM) })
+	}
 	keyFile := filepath.Join(w.dir, "unsubscribe.key")
 	if err := os.WriteFile(keyFile, bytes.Repeat([]byte("e2e-unsubscribe-key-"), 3), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	w.operatorLog = filepath.Join(w.dir, "operator.log")
-	logf, err := os.Create(w.operatorLog)
+	logf, err := os.OpenFile(w.operatorLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binary, "manager",
+	cmd := exec.Command(w.bin.operator, "manager",
 		"--store", w.storeDSN,
 		"--metrics-bind-address", w.metricsAddr,
 		"--health-probe-bind-address", "127.0.0.1:0",
@@ -243,19 +255,11 @@ func (w *world) startOperator(t *testing.T, binary string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-		_ = logf.Close()
-	})
-	// Ready once the metrics endpoint answers.
+	op := &operator{cmd: cmd, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); _ = logf.Close(); close(op.exited) }()
+	w.op = op
+	// Ready once the metrics endpoint answers (a killed predecessor's port
+	// may take a moment to free).
 	deadline := time.Now().Add(time.Minute)
 	for {
 		resp, err := http.Get("http://" + w.metricsAddr + "/metrics")
@@ -264,13 +268,30 @@ func (w *world) startOperator(t *testing.T, binary string) {
 			return
 		}
 		select {
-		case <-exited:
+		case <-op.exited:
 			t.Fatalf("the operator exited: %s", tailFile(w.operatorLog, 30))
 		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the operator's metrics endpoint did not answer: %v\n%s", err, tailFile(w.operatorLog, 30))
 		}
+	}
+}
+
+// stopOperator signals the operator (SIGKILL: a crash; SIGTERM: a
+// shutdown, SIGKILL after 20 s) and waits until it has exited.
+func (w *world) stopOperator(sig syscall.Signal) {
+	op := w.op
+	if op == nil {
+		return
+	}
+	w.op = nil
+	_ = op.cmd.Process.Signal(sig)
+	select {
+	case <-op.exited:
+	case <-time.After(20 * time.Second):
+		_ = syscall.Kill(-op.cmd.Process.Pid, syscall.SIGKILL)
+		<-op.exited
 	}
 }
 
