@@ -41,30 +41,12 @@ func TestOperatorKilled(t *testing.T) {
 	w.apply(t, "testdata/faults.yaml")
 	w.run(t, nil, "wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", "segment/recent")
 
-	var runs strings.Builder
-	for i := 1; i <= killedRuns; i++ {
-		fmt.Fprintf(&runs, "---\napiVersion: retention.dev/v1alpha1\nkind: CampaignRun\nmetadata: {name: blast-%02d, namespace: %s}\nspec:\n  campaignRef: {name: blast}\n  scheduledTime: %q\n",
-			i, namespace, time.Now().UTC().Format(time.RFC3339))
-	}
-	w.run(t, strings.NewReader(runs.String()), "apply", "-f", "-")
-
-	// Chaos: up to maxKills kills 2 to 6 s apart while runs are still
-	// sending, then the runs finish (or the test fails after 6 minutes).
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
-	kills := 0
-	deadline := time.Now().Add(6 * time.Minute)
-	for !w.allSent(t, "blast", killedRuns) {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %d kills, not every run finished sending: %s", kills, w.phases(t, "blast"))
-		}
-		time.Sleep(time.Duration(2000+rng.IntN(4000)) * time.Millisecond)
-		if kills < maxKills && !w.allSent(t, "blast", killedRuns) {
-			t.Logf("kill %d: runs %s", kills+1, w.phases(t, "blast"))
-			w.stopOperator(syscall.SIGKILL)
-			kills++
-			w.startOperator(t)
-		}
-	}
+	w.createRuns(t, "blast", killedRuns)
+	kills := w.chaos(t, "blast", killedRuns, maxKills, func() bool {
+		w.stopOperator(syscall.SIGKILL)
+		w.startOperator(t)
+		return true
+	})
 	t.Logf("the operator was killed %d times", kills)
 	if kills < 3 {
 		t.Errorf("only %d kills: the runs finished before the chaos could reach them", kills)
@@ -80,6 +62,78 @@ func TestOperatorKilled(t *testing.T) {
 	if log := readFile(t, w.operatorLog); strings.Contains(log, "panic") {
 		t.Errorf("the operator's log mentions a panic")
 	}
+}
+
+// TestRunnerKilled: outreach runner processes are SIGKILLed in the middle
+// of their shards (their pods fail with exit code 137), 2 to 6 s apart, while 6 runs
+// send through a slow channel; the Job controller starts new pods for the
+// indexes, which take the dead runners' claims over (claim TTL 10 s here,
+// 5 min by default). Nothing may be lost, nothing sent twice beyond what
+// the idempotency key lets the receiver drop, no Job or Secret orphaned.
+func TestRunnerKilled(t *testing.T) {
+	w := startWorld(t, "--claim-ttl=10s")
+	today := time.Now().UTC().Truncate(24 * time.Hour)
+	w.generateShop(t, today)
+	w.loadCRM(t, today)
+	w.apply(t, "testdata/platform.yaml")
+	w.waitSourceScored(t, "shop", shopCustomers, 0)
+	w.apply(t, "testdata/faults.yaml")
+	w.run(t, nil, "wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", "segment/recent", "channel/slow-webhook")
+	const runs = 6
+	w.createRuns(t, "trickle", runs)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
+	kills := w.chaos(t, "trickle", runs, 8, func() bool {
+		running := w.runner.Running()
+		return len(running) > 0 && w.runner.Signal(running[rng.IntN(len(running))], syscall.SIGKILL)
+	})
+	t.Logf("%d runner pods killed mid-shard", kills)
+	if kills < 3 {
+		t.Errorf("only %d runner kills: the runs finished before the chaos could reach them", kills)
+	}
+	uids := map[string]retentionv1.CampaignRun{}
+	for _, run := range w.waitRuns(t, "trickle", runs) {
+		w.checkDelivery(t, run, webhookDelivery(w))
+		uids[string(run.UID)] = run
+	}
+	w.checkNoOrphans(t, uids)
+	st := w.webhook.Stats()
+	t.Logf("receiver: %d requests, %d unique: %d resent with the same idempotency key", st.Received, st.Unique, st.Received-st.Unique)
+}
+
+// createRuns applies n ad-hoc runs of the campaign, campaign-01 onwards.
+func (w *world) createRuns(t *testing.T, campaign string, n int) {
+	t.Helper()
+	var runs strings.Builder
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&runs, "---\napiVersion: retention.dev/v1alpha1\nkind: CampaignRun\nmetadata: {name: %s-%02d, namespace: %s}\nspec:\n  campaignRef: {name: %s}\n  scheduledTime: %q\n",
+			campaign, i, namespace, campaign, time.Now().UTC().Format(time.RFC3339))
+	}
+	w.run(t, strings.NewReader(runs.String()), "apply", "-f", "-")
+}
+
+// chaos calls kill (which says whether it found something to kill) 2 to 6
+// s apart, at most maxKills times, while the campaign's n runs are still
+// sending, and returns once they all have finished (failing the test after
+// 6 minutes) with the number of kills.
+func (w *world) chaos(t *testing.T, campaign string, n, maxKills int, kill func() bool) int {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	kills := 0
+	deadline := time.Now().Add(6 * time.Minute)
+	for !w.allSent(t, campaign, n) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d kills, not every run finished sending: %s", kills, w.phases(t, campaign))
+		}
+		time.Sleep(time.Duration(2000+rng.IntN(4000)) * time.Millisecond)
+		if kills < maxKills && !w.allSent(t, campaign, n) {
+			phases := w.phases(t, campaign)
+			if kill() {
+				kills++
+				t.Logf("kill %d: runs %s", kills, phases)
+			}
+		}
+	}
+	return kills
 }
 
 // allSent reports whether the campaign has n runs past sending.

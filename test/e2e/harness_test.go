@@ -64,6 +64,7 @@ type world struct {
 	operatorLog                  string
 	bin                          binaries
 	op                           *operator
+	runner                       *localcluster.PodRunner
 }
 
 // vars fills the manifests' ${...} placeholders.
@@ -87,8 +88,9 @@ const (
 	signingKey = "whsec_ZTJlLXNpZ25pbmcta2V5LW9mLXRoZS1sb2NhbC1zaW5r"
 )
 
-// startWorld starts every part and stops them when the test ends.
-func startWorld(t *testing.T) *world {
+// startWorld starts every part and stops them when the test ends. The
+// outreach pods' runner gets runnerArgs before the pod's own arguments.
+func startWorld(t *testing.T, runnerArgs ...string) *world {
 	t.Helper()
 	log.SetLogger(logr.Discard()) // envtest's own chatter; the components log to files
 	ctx := context.Background()
@@ -167,11 +169,12 @@ func startWorld(t *testing.T) *world {
 	}
 	runner := &localcluster.PodRunner{
 		Client:   w.clientset,
-		Commands: map[string]string{runnerCommand: bin.outreach},
+		Commands: map[string]string{runnerCommand: runnerWrapper(t, w.dir, bin.outreach, runnerArgs)},
 		Selector: labels.SelectorFromSet(labels.Set{"app.kubernetes.io/managed-by": "retention-operator"}),
 		Log:      podLog,
 		Dir:      w.dir,
 	}
+	w.runner = runner
 	rctx, stopRunner := context.WithCancel(ctx)
 	runnerDone := make(chan error, 1)
 	go func() { runnerDone <- runner.Run(rctx) }()
@@ -196,6 +199,21 @@ func startWorld(t *testing.T) *world {
 }
 
 type binaries struct{ operator, outreach string }
+
+// runnerWrapper returns the runner binary, or with args a script that runs
+// it with them first (a test's setting, e.g. a short --claim-ttl).
+func runnerWrapper(t *testing.T, dir, runner string, args []string) string {
+	t.Helper()
+	if len(args) == 0 {
+		return runner
+	}
+	path := filepath.Join(dir, "retention-outreach-wrapper")
+	script := "#!/bin/sh\nexec " + runner + " " + strings.Join(args, " ") + ` "$@"` + "\n"
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
 
 // buildBinaries builds the operator and the outreach runner from this tree,
 // so the story runs what the commit holds.

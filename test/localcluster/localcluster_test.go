@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -77,8 +78,15 @@ func clientset(t *testing.T, c *Cluster) kubernetes.Interface {
 // ends or the returned func is called.
 func runPods(t *testing.T, cs kubernetes.Interface, name string) (stop func()) {
 	t.Helper()
+	_, stop = startPodRunner(t, cs, name)
+	return stop
+}
+
+// startPodRunner is runPods that also returns the runner.
+func startPodRunner(t *testing.T, cs kubernetes.Interface, name string) (r *PodRunner, stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &PodRunner{
+	r = &PodRunner{
 		Client:   cs,
 		Commands: map[string]string{"/bin/sh": "/bin/sh"},
 		Selector: labels.SelectorFromSet(labels.Set{"test": name}),
@@ -96,7 +104,7 @@ func runPods(t *testing.T, cs kubernetes.Interface, name string) (stop func()) {
 		})
 	}
 	t.Cleanup(stop)
-	return stop
+	return r, stop
 }
 
 type testWriter struct{ t *testing.T }
@@ -346,5 +354,78 @@ func TestParallelClusters(t *testing.T) {
 		if _, err := os.Stat(c.Dir); !os.IsNotExist(err) {
 			t.Errorf("cluster %d: %s is still there after Stop (%v)", i, c.Dir, err)
 		}
+	}
+}
+
+// TestPodKilledAndDeleted: a pod's process SIGKILLed (a crash) fails the
+// pod with exit code 137, and a pod deleted while running gets its
+// terminal phase as a kubelet writes it (SIGTERM: 143) instead of hanging
+// on the Job controller's finalizer; the Job controller replaces both and
+// the third pod completes the Job.
+func TestPodKilledAndDeleted(t *testing.T) {
+	t.Parallel()
+	c := sharedCluster(t)
+	cs := clientset(t, c)
+	const ns, name = "killed", "killed"
+	namespace(t, cs, ns)
+	dir := t.TempDir()
+	// Each attempt counts itself; the third exits 0, the first two wait.
+	job := shellJob(name, `n=$(cat `+dir+`/n 2>/dev/null || echo 0); echo $((n+1)) >`+dir+`/n; [ "$n" -ge 2 ] && exit 0; exec sleep 60`)
+	job.Spec.BackoffLimit = ptr.To[int32](4)
+	// With a pod failure policy (the operator's Jobs have one) the Job
+	// controller waits for a deleted pod's terminal phase before it
+	// replaces the pod: without a kubelet-like status it would wait forever.
+	job.Spec.PodFailurePolicy = &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
+		Action:      batchv1.PodFailurePolicyActionFailJob,
+		OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{42}},
+	}}}
+	r, _ := startPodRunner(t, cs, name)
+	ctx := context.Background()
+	if _, err := cs.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	running := func() string {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			for _, k := range r.Running() {
+				if strings.HasPrefix(k, ns+"/") {
+					return k
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no pod of the Job is running")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	first := running()
+	if !r.Signal(first, syscall.SIGKILL) {
+		t.Fatalf("Signal(%s) found no process", first)
+	}
+	second := running()
+	for second == first {
+		time.Sleep(100 * time.Millisecond)
+		second = running()
+	}
+	if err := cs.CoreV1().Pods(ns).Delete(ctx, strings.TrimPrefix(second, ns+"/"), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, cs, ns, name, 60*time.Second)
+	if hasCondition(j, batchv1.JobComplete) == nil || j.Status.Failed != 2 || j.Status.Succeeded != 1 {
+		t.Fatalf("Job status %+v, want complete after 2 failed pods", j.Status)
+	}
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes := map[string]int32{}
+	for _, p := range pods.Items {
+		if cs := p.Status.ContainerStatuses; len(cs) > 0 && cs[0].State.Terminated != nil {
+			codes[p.Namespace+"/"+p.Name] = cs[0].State.Terminated.ExitCode
+		}
+	}
+	if code, ok := codes[first]; ok && code != 137 {
+		t.Errorf("the SIGKILLed pod exited %d, want 137", code)
 	}
 }

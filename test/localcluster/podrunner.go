@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -58,6 +59,7 @@ type PodRunner struct {
 	out     io.Writer
 	started map[types.UID]context.CancelFunc // pods taken, with what stops their process
 	kwok    map[string]bool                  // node name → it is a kwok node
+	procs   map[string]*os.Process           // "namespace/name" → its running process
 	wg      sync.WaitGroup
 }
 
@@ -180,9 +182,12 @@ func (r *PodRunner) runPod(ctx, pctx context.Context, pod *corev1.Pod) {
 	c := pod.Spec.Containers[0]
 	started := metav1.Now()
 	finish := func(code int32, reason, msg string) {
-		if ctx.Err() != nil || pctx.Err() != nil {
-			return // the runner stopped, or the pod is gone
+		if ctx.Err() != nil {
+			return // the runner stopped: the pods stay as they are
 		}
+		// A deleted pod still gets its terminal phase, as a kubelet writes
+		// it (KEP-3329): the Job controller's finalizer keeps the pod until
+		// then, and a pod failure policy waits for it.
 		if err := r.finish(ctx, pod, code, reason, msg, started); err != nil && ctx.Err() == nil {
 			r.logf("%s: writing its status: %v", key, err)
 		}
@@ -218,7 +223,7 @@ func (r *PodRunner) runPod(ctx, pctx context.Context, pod *corev1.Pod) {
 	cmd.Stdout, cmd.Stderr = pw, pw
 	cmd.SysProcAttr = sysProcAttr()
 	r.logf("%s: running %s %q", key, local, args)
-	if err := cmd.Start(); err != nil {
+	if err := r.startProcess(key, cmd); err != nil {
 		code := int32(ExitCodeNotMapped)
 		if errors.Is(err, os.ErrPermission) {
 			code = 126
@@ -227,6 +232,7 @@ func (r *PodRunner) runPod(ctx, pctx context.Context, pod *corev1.Pod) {
 		finish(code, "Error", fmt.Sprintf("localcluster PodRunner: starting %s: %v", local, err))
 		return
 	}
+	defer r.forgetProcess(key)
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
 	var werr error
@@ -262,6 +268,48 @@ func (r *PodRunner) runPod(ctx, pctx context.Context, pod *corev1.Pod) {
 	}
 }
 
+// startProcess starts cmd and records it as pod key's process, for Signal.
+func (r *PodRunner) startProcess(key string, cmd *exec.Cmd) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	if r.procs == nil {
+		r.procs = map[string]*os.Process{}
+	}
+	r.procs[key] = cmd.Process
+	return nil
+}
+
+func (r *PodRunner) forgetProcess(key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.procs, key)
+}
+
+// Running lists the pods ("namespace/name") whose processes are running.
+func (r *PodRunner) Running() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	keys := make([]string, 0, len(r.procs))
+	for k := range r.procs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Signal sends sig to the process group of pod key ("namespace/name"), as
+// a crash or the OOM killer would (SIGKILL): the pod then fails with exit
+// code 128+sig. It reports whether the pod's process was running.
+func (r *PodRunner) Signal(key string, sig syscall.Signal) bool {
+	r.mu.Lock()
+	p := r.procs[key]
+	r.mu.Unlock()
+	return p != nil && syscall.Kill(-p.Pid, sig) == nil
+}
+
 // finish writes the pod's terminal status, as a kubelet would.
 func (r *PodRunner) finish(ctx context.Context, pod *corev1.Pod, code int32, reason, msg string, started metav1.Time) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
@@ -269,7 +317,7 @@ func (r *PodRunner) finish(ctx context.Context, pod *corev1.Pod, code int32, rea
 		if err != nil {
 			return err
 		}
-		if cur.UID != pod.UID || cur.DeletionTimestamp != nil {
+		if cur.UID != pod.UID || cur.Status.Phase == corev1.PodSucceeded || cur.Status.Phase == corev1.PodFailed {
 			return nil
 		}
 		now := metav1.Now()
