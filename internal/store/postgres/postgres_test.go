@@ -155,49 +155,8 @@ func TestUpgradeFromVersion1(t *testing.T) {
 // holdout assignments were written beside its targets: they count once.
 func TestUpgradeFromVersion2(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	url := pgtest.NewDatabase(t, server)
-	ms, err := postgres.Migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
 	at := "'" + storetest.Epoch.Format(time.RFC3339) + "'"
-	ids := storetest.LegacyCustomers
-	q := []string{
-		"CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL)",
-		ms[0].SQL, ms[1].SQL,
-		"INSERT INTO schema_migrations VALUES (1, 'init', now()), (2, 'campaigns', now())",
-		`INSERT INTO runs (run_id, campaign, campaign_uid, channel, segment, snapshot_id, settings, holdout_percent, shards, created_at, phase)
-			VALUES ('legacy', 'ns/c', '` + storetest.LegacyCampaignUID + `', '` + storetest.LegacyChannel + `', 'ns/seg', 1, '{}', 10, 1, ` + at + `, 'Materialized')`,
-		`INSERT INTO targets (run_id, customer_id, grp, shard, state, reason, sent_at) VALUES
-			('legacy', '` + ids[0] + `', 'treatment', 0, 'pending', '', NULL),
-			('legacy', '` + ids[1] + `', 'treatment', 0, 'sent', '', ` + at + `),
-			('legacy', '` + ids[2] + `', 'holdout', 0, 'skipped', 'holdout', NULL),
-			('legacy', '` + ids[3] + `', 'excluded', 0, 'skipped', 'opted_out', NULL)`,
-		`INSERT INTO contacts (channel, customer_id, campaign, run_id, at, void) VALUES
-			('` + storetest.LegacyChannel + `', '` + ids[0] + `', 'ns/c', 'legacy', ` + at + `, false),
-			('` + storetest.LegacyChannel + `', '` + ids[1] + `', 'ns/c', 'legacy', ` + at + `, false)`,
-		`INSERT INTO holdout_assignments (campaign_uid, customer_id, grp) VALUES
-			('` + storetest.LegacyCampaignUID + `', '` + ids[0] + `', 'treatment'),
-			('` + storetest.LegacyCampaignUID + `', '` + ids[1] + `', 'treatment'),
-			('` + storetest.LegacyCampaignUID + `', '` + ids[2] + `', 'holdout')`,
-	}
-	for _, q := range q {
-		if err := c.PgConn().Exec(ctx, q).Close(); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	c.Close(ctx)
-	s, err := postgres.Open(ctx, url, store.Options{Clock: storetest.NewClock()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	storetest.CheckUpgradeFromVersion2(ctx, t, s)
+	storetest.CheckUpgradeFromVersion2(context.Background(), t, openAtVersion(t, 2, storetest.UpgradeV2Inserts(at, "false")...))
 }
 
 // TestUpgradeFromVersion4 migrates a database that a version-4 program
@@ -206,6 +165,14 @@ func TestUpgradeFromVersion2(t *testing.T) {
 // sending.
 func TestUpgradeFromVersion4(t *testing.T) {
 	t.Parallel()
+	at := "'" + storetest.Epoch.Format(time.RFC3339) + "'"
+	storetest.CheckUpgradeFromVersion4(context.Background(), t, openAtVersion(t, 4, storetest.UpgradeV4Inserts(at)...))
+}
+
+// openAtVersion makes a database as a program at schema version left it
+// (its migrations, then inserts) and opens it, which migrates it.
+func openAtVersion(t *testing.T, version int, inserts ...string) store.Store {
+	t.Helper()
 	ctx := context.Background()
 	url := pgtest.NewDatabase(t, server)
 	ms, err := postgres.Migrations()
@@ -216,25 +183,11 @@ func TestUpgradeFromVersion4(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	at := "'" + storetest.Epoch.Format(time.RFC3339) + "'"
-	ids := storetest.LegacyCustomers
-	run := func(id, phase, referenceAt string, seq int) string {
-		return fmt.Sprintf(`('%s', 'ns/c', '%s', '%s', 'ns/seg', 1, '{}', 10, 1, %s, '%s', %s, %s, %d, 'ns/src')`,
-			id, storetest.LegacyCampaignUID, storetest.LegacyChannel, at, phase, referenceAt, at, seq)
+	q := []string{"CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL)"}
+	for _, m := range ms[:version] {
+		q = append(q, m.SQL, fmt.Sprintf("INSERT INTO schema_migrations VALUES (%d, '%s', now())", m.Version, m.Name))
 	}
-	for _, q := range []string{
-		"CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL)",
-		ms[0].SQL, ms[1].SQL, ms[2].SQL, ms[3].SQL,
-		"INSERT INTO schema_migrations VALUES (1, 'init', now()), (2, 'campaigns', now()), (3, 'run_records', now()), (4, 'measurement', now())",
-		`INSERT INTO runs (run_id, campaign, campaign_uid, channel, segment, snapshot_id, settings, holdout_percent, shards, created_at,
-			phase, reference_at, materialized_at, materialized_seq, source) VALUES ` +
-			run(storetest.UpgradeV4Sending, "Sending", at, 1) + `, ` + run(storetest.UpgradeV4Cancelled, "Cancelled", "NULL", 2),
-		`INSERT INTO targets (run_id, customer_id, grp, shard, state, reason, sent_at) VALUES
-			('` + storetest.UpgradeV4Sending + `', '` + ids[0] + `', 'treatment', 0, 'sent', '', ` + at + `),
-			('` + storetest.UpgradeV4Sending + `', '` + ids[1] + `', 'holdout', 0, 'skipped', 'holdout', NULL),
-			('` + storetest.UpgradeV4Cancelled + `', '` + ids[2] + `', 'treatment', 0, 'skipped', 'cancelled', NULL),
-			('` + storetest.UpgradeV4Cancelled + `', '` + ids[3] + `', 'holdout', 0, 'skipped', 'holdout', NULL)`,
-	} {
+	for _, q := range append(q, inserts...) {
 		if err := c.PgConn().Exec(ctx, q).Close(); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
@@ -244,8 +197,8 @@ func TestUpgradeFromVersion4(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	storetest.CheckUpgradeFromVersion4(ctx, t, s)
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 // TestMaterializeWithOneConnection: RunMaterialize reads the audience on a

@@ -169,48 +169,8 @@ func TestUpgradeFromVersion1(t *testing.T) {
 // holdout assignments were written beside its targets: they count once.
 func TestUpgradeFromVersion2(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "v2.db")
-	ms, err := Migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	at := fmt.Sprint(storetest.Epoch.UnixMicro())
-	ids := storetest.LegacyCustomers
-	for _, q := range []string{
-		"CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT",
-		ms[0].SQL, ms[1].SQL,
-		"INSERT INTO schema_migrations VALUES (1, 'init', 0), (2, 'campaigns', 0)",
-		`INSERT INTO runs (run_id, campaign, campaign_uid, channel, segment, snapshot_id, settings, holdout_percent, shards, created_at, phase)
-			VALUES ('legacy', 'ns/c', '` + storetest.LegacyCampaignUID + `', '` + storetest.LegacyChannel + `', 'ns/seg', 1, '{}', 10, 1, ` + at + `, 'Materialized')`,
-		`INSERT INTO targets (run_id, customer_id, grp, shard, state, reason, sent_at) VALUES
-			('legacy', '` + ids[0] + `', 'treatment', 0, 'pending', '', NULL),
-			('legacy', '` + ids[1] + `', 'treatment', 0, 'sent', '', ` + at + `),
-			('legacy', '` + ids[2] + `', 'holdout', 0, 'skipped', 'holdout', NULL),
-			('legacy', '` + ids[3] + `', 'excluded', 0, 'skipped', 'opted_out', NULL)`,
-		`INSERT INTO contacts (channel, customer_id, campaign, run_id, at, void) VALUES
-			('` + storetest.LegacyChannel + `', '` + ids[0] + `', 'ns/c', 'legacy', ` + at + `, 0),
-			('` + storetest.LegacyChannel + `', '` + ids[1] + `', 'ns/c', 'legacy', ` + at + `, 0)`,
-		`INSERT INTO holdout_assignments (campaign_uid, customer_id, grp) VALUES
-			('` + storetest.LegacyCampaignUID + `', '` + ids[0] + `', 'treatment'),
-			('` + storetest.LegacyCampaignUID + `', '` + ids[1] + `', 'treatment'),
-			('` + storetest.LegacyCampaignUID + `', '` + ids[2] + `', 'holdout')`,
-	} {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	db.Close()
-	s, err := OpenPath(ctx, path, store.Options{Clock: storetest.NewClock()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	storetest.CheckUpgradeFromVersion2(ctx, t, s)
+	storetest.CheckUpgradeFromVersion2(context.Background(), t, openAtVersion(t, 2, storetest.UpgradeV2Inserts(at, "0")...))
 }
 
 // TestUpgradeFromVersion4 migrates a database that a version-4 program
@@ -219,8 +179,16 @@ func TestUpgradeFromVersion2(t *testing.T) {
 // sending.
 func TestUpgradeFromVersion4(t *testing.T) {
 	t.Parallel()
+	at := fmt.Sprint(storetest.Epoch.UnixMicro())
+	storetest.CheckUpgradeFromVersion4(context.Background(), t, openAtVersion(t, 4, storetest.UpgradeV4Inserts(at)...))
+}
+
+// openAtVersion makes a database as a program at schema version left it
+// (its migrations, then inserts) and opens it, which migrates it.
+func openAtVersion(t *testing.T, version int, inserts ...string) store.Store {
+	t.Helper()
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "v4.db")
+	path := filepath.Join(t.TempDir(), fmt.Sprintf("v%d.db", version))
 	ms, err := Migrations()
 	if err != nil {
 		t.Fatal(err)
@@ -229,25 +197,11 @@ func TestUpgradeFromVersion4(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	at := fmt.Sprint(storetest.Epoch.UnixMicro())
-	ids := storetest.LegacyCustomers
-	run := func(id, phase, referenceAt string, seq int) string {
-		return fmt.Sprintf(`('%s', 'ns/c', '%s', '%s', 'ns/seg', 1, '{}', 10, 1, %s, '%s', %s, %s, %d, 'ns/src')`,
-			id, storetest.LegacyCampaignUID, storetest.LegacyChannel, at, phase, referenceAt, at, seq)
+	q := []string{"CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT"}
+	for _, m := range ms[:version] {
+		q = append(q, m.SQL, fmt.Sprintf("INSERT INTO schema_migrations VALUES (%d, '%s', 0)", m.Version, m.Name))
 	}
-	for _, q := range []string{
-		"CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT",
-		ms[0].SQL, ms[1].SQL, ms[2].SQL, ms[3].SQL,
-		"INSERT INTO schema_migrations VALUES (1, 'init', 0), (2, 'campaigns', 0), (3, 'run_records', 0), (4, 'measurement', 0)",
-		`INSERT INTO runs (run_id, campaign, campaign_uid, channel, segment, snapshot_id, settings, holdout_percent, shards, created_at,
-			phase, reference_at, materialized_at, materialized_seq, source) VALUES ` +
-			run(storetest.UpgradeV4Sending, "Sending", at, 1) + `, ` + run(storetest.UpgradeV4Cancelled, "Cancelled", "NULL", 2),
-		`INSERT INTO targets (run_id, customer_id, grp, shard, state, reason, sent_at) VALUES
-			('` + storetest.UpgradeV4Sending + `', '` + ids[0] + `', 'treatment', 0, 'sent', '', ` + at + `),
-			('` + storetest.UpgradeV4Sending + `', '` + ids[1] + `', 'holdout', 0, 'skipped', 'holdout', NULL),
-			('` + storetest.UpgradeV4Cancelled + `', '` + ids[2] + `', 'treatment', 0, 'skipped', 'cancelled', NULL),
-			('` + storetest.UpgradeV4Cancelled + `', '` + ids[3] + `', 'holdout', 0, 'skipped', 'holdout', NULL)`,
-	} {
+	for _, q := range append(q, inserts...) {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
@@ -257,6 +211,6 @@ func TestUpgradeFromVersion4(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	storetest.CheckUpgradeFromVersion4(ctx, t, s)
+	t.Cleanup(func() { s.Close() })
+	return s
 }

@@ -208,3 +208,46 @@ func CheckUpgradeFromVersion4(ctx context.Context, t *testing.T, s store.Store) 
 		check(r + " deleted")
 	}
 }
+
+// UpgradeV2Inserts are the rows a version-2 program left that
+// CheckUpgradeFromVersion2 expects: at is the driver's literal of Epoch, no
+// its literal of false.
+func UpgradeV2Inserts(at, no string) []string {
+	ids := LegacyCustomers
+	return []string{
+		`INSERT INTO runs (run_id, campaign, campaign_uid, channel, segment, snapshot_id, settings, holdout_percent, shards, created_at, phase)
+			VALUES ('legacy', 'ns/c', '` + LegacyCampaignUID + `', '` + LegacyChannel + `', 'ns/seg', 1, '{}', 10, 1, ` + at + `, 'Materialized')`,
+		`INSERT INTO targets (run_id, customer_id, grp, shard, state, reason, sent_at) VALUES
+			('legacy', '` + ids[0] + `', 'treatment', 0, 'pending', '', NULL),
+			('legacy', '` + ids[1] + `', 'treatment', 0, 'sent', '', ` + at + `),
+			('legacy', '` + ids[2] + `', 'holdout', 0, 'skipped', 'holdout', NULL),
+			('legacy', '` + ids[3] + `', 'excluded', 0, 'skipped', 'opted_out', NULL)`,
+		`INSERT INTO contacts (channel, customer_id, campaign, run_id, at, void) VALUES
+			('` + LegacyChannel + `', '` + ids[0] + `', 'ns/c', 'legacy', ` + at + `, ` + no + `),
+			('` + LegacyChannel + `', '` + ids[1] + `', 'ns/c', 'legacy', ` + at + `, ` + no + `)`,
+		`INSERT INTO holdout_assignments (campaign_uid, customer_id, grp) VALUES
+			('` + LegacyCampaignUID + `', '` + ids[0] + `', 'treatment'),
+			('` + LegacyCampaignUID + `', '` + ids[1] + `', 'treatment'),
+			('` + LegacyCampaignUID + `', '` + ids[2] + `', 'holdout')`,
+	}
+}
+
+// UpgradeV4Inserts are the rows a version-4 program left that
+// CheckUpgradeFromVersion4 expects: at is the driver's literal of Epoch.
+func UpgradeV4Inserts(at string) []string {
+	ids := LegacyCustomers
+	run := func(id, phase, referenceAt string, seq int) string {
+		return fmt.Sprintf(`('%s', 'ns/c', '%s', '%s', 'ns/seg', 1, '{}', 10, 1, %s, '%s', %s, %s, %d, 'ns/src')`,
+			id, LegacyCampaignUID, LegacyChannel, at, phase, referenceAt, at, seq)
+	}
+	return []string{
+		`INSERT INTO runs (run_id, campaign, campaign_uid, channel, segment, snapshot_id, settings, holdout_percent, shards, created_at,
+			phase, reference_at, materialized_at, materialized_seq, source) VALUES ` +
+			run(UpgradeV4Sending, "Sending", at, 1) + `, ` + run(UpgradeV4Cancelled, "Cancelled", "NULL", 2),
+		`INSERT INTO targets (run_id, customer_id, grp, shard, state, reason, sent_at) VALUES
+			('` + UpgradeV4Sending + `', '` + ids[0] + `', 'treatment', 0, 'sent', '', ` + at + `),
+			('` + UpgradeV4Sending + `', '` + ids[1] + `', 'holdout', 0, 'skipped', 'holdout', NULL),
+			('` + UpgradeV4Cancelled + `', '` + ids[2] + `', 'treatment', 0, 'skipped', 'cancelled', NULL),
+			('` + UpgradeV4Cancelled + `', '` + ids[3] + `', 'holdout', 0, 'skipped', 'holdout', NULL)`,
+	}
+}
