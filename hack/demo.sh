@@ -186,7 +186,7 @@ done
     {.status.measurement.verdict}
   per variant:{range .status.variantConversions[*]} {.name}: {.treatment.converted}/{.treatment.customers} vs {.holdout.converted}/{.holdout.customers};{end}
 '
-"$KUBECTL" get campaign win-back-demo -n "$NS" -o jsonpath='  the campaign, all its measured runs pooled (Mantel–Haenszel): {.status.measurement.verdict}
+"$KUBECTL" get campaign win-back-demo -n "$NS" -o jsonpath='  the campaign over all its measured runs (one run: judged as the run is; more: Mantel–Haenszel): {.status.measurement.verdict}
 '
 
 say "what Prometheus scrapes (curl http://$METRICS_ADDR/metrics | grep ^retention_)"
