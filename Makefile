@@ -30,7 +30,7 @@ unit: ## Run the Go tests (envtest, PostgreSQL and SQLite included); the end-to-
 	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/e2e)
 
 .PHONY: test-e2e
-test-e2e: tools ## The whole story on a local simulated cluster (kube-controller-manager, kube-scheduler, kwok), PostgreSQL, webhook and SMTP receivers and Prometheus (~6 min).
+test-e2e: tools ## The whole story on a local simulated cluster (kube-controller-manager, kube-scheduler, kwok), PostgreSQL, webhook and SMTP receivers and Prometheus (~7 min).
 	go test $(GO_TEST_FLAGS) -v ./test/e2e/
 
 .PHONY: verify
