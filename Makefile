@@ -29,6 +29,14 @@ test: tools verify test-rules unit ## Lint-level checks, the Prometheus rules' t
 unit: ## Run the Go tests (envtest, PostgreSQL and SQLite included); the end-to-end tier runs in test-e2e.
 	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/e2e)
 
+.PHONY: fuzz
+fuzz: ## Run every Go fuzz target for FUZZTIME (default 10s) each, beyond its checked-in seeds.
+	@set -e; for pkg in $$(go list ./... | grep -v /test/e2e); do \
+	  for fn in $$(go test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$fn"; go test -run '^$$' -fuzz "^$$fn$$" -fuzztime $${FUZZTIME:-10s} $$pkg; \
+	  done; \
+	done
+
 .PHONY: test-e2e
 test-e2e: tools ## The whole story on a local simulated cluster (kube-controller-manager, kube-scheduler, kwok), PostgreSQL, webhook and SMTP receivers and Prometheus (~7 min).
 	go test $(GO_TEST_FLAGS) -v ./test/e2e/
