@@ -184,7 +184,11 @@ func compileOne(variant, part, text string, refs fieldSet) (*template.Template, 
 		return nil, &TemplateError{Variant: variant, Part: part, Message: err.Error()}
 	}
 	own := fieldSet{}
-	walkTemplate(t, t, rootScope, own, map[string]bool{})
+	var problems []string
+	walkTemplate(t, t, rootScope, own, map[string]bool{}, &problems)
+	if len(problems) > 0 {
+		return nil, &TemplateError{Variant: variant, Part: part, Message: problems[0]}
+	}
 	for k := range own {
 		if !slices.Contains(dataKeys, k) {
 			return nil, &TemplateError{Variant: variant, Part: part,
@@ -248,7 +252,7 @@ func (c *Compiled) RenderAll(variant string, data map[string]any) (subject, body
 			return "", "", "", fmt.Errorf("campaign: unknown variant %q", variant)
 		}
 	}
-	var buf bytes.Buffer
+	var buf cappedBuffer
 	if err := p.subject.Execute(&buf, data); err != nil {
 		return "", "", "", err
 	}
@@ -266,6 +270,25 @@ func (c *Compiled) RenderAll(variant string, data map[string]any) (subject, body
 		html = buf.String()
 	}
 	return subject, body, html, nil
+}
+
+// MaxRenderedBytes bounds each rendered part of a message (subject, body,
+// HTML body): a template that writes more fails to render, for this
+// customer, rather than sending megabytes.
+const MaxRenderedBytes = 1 << 20
+
+// errTooLong is what a render that passes MaxRenderedBytes fails with.
+var errTooLong = fmt.Errorf("campaign: a rendered message part is longer than %d bytes", MaxRenderedBytes)
+
+// cappedBuffer is a bytes.Buffer that refuses to grow past
+// MaxRenderedBytes.
+type cappedBuffer struct{ bytes.Buffer }
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if b.Len()+len(p) > MaxRenderedBytes {
+		return 0, errTooLong
+	}
+	return b.Buffer.Write(p)
 }
 
 // TemplateData returns the template data of a customer, restricted to the
@@ -385,7 +408,7 @@ var rootScope = scope{dotRoot: true, dollarRoot: true}
 // (set is the template set, for {{template}} calls). A whole-data use of
 // the root ({{.}}, {{printf "%v" $}}) references every key. visited guards
 // against recursive templates per scope.
-func walkTemplate(set, t *template.Template, sc scope, refs fieldSet, visited map[string]bool) {
+func walkTemplate(set, t *template.Template, sc scope, refs fieldSet, visited map[string]bool, problems *[]string) {
 	if t == nil || t.Tree == nil {
 		return
 	}
@@ -394,8 +417,29 @@ func walkTemplate(set, t *template.Template, sc scope, refs fieldSet, visited ma
 		return
 	}
 	visited[key] = true
-	w := walker{set: set, refs: refs, visited: visited}
+	w := walker{set: set, refs: refs, visited: visited, problems: problems}
 	w.node(t.Tree.Root, sc)
+}
+
+// maxRangeDepth bounds nested range actions: each level multiplies the
+// work of a render by the length of what it ranges over.
+const maxRangeDepth = 2
+
+// rangesOverData reports whether a range pipeline is customer data — a
+// field (.Attributes, $.Custom, $v.x) or dot — rather than a number or a
+// computed value: {{range 100000000}} alone would keep a runner busy for
+// seconds per message, and data is only as long as the source made it.
+func rangesOverData(p *parse.PipeNode) bool {
+	if p == nil || len(p.Cmds) != 1 || len(p.Cmds[0].Args) != 1 {
+		return false
+	}
+	switch a := p.Cmds[0].Args[0].(type) {
+	case *parse.FieldNode, *parse.DotNode:
+		return true
+	case *parse.VariableNode:
+		return len(a.Ident) > 1
+	}
+	return false
 }
 
 // walker collects the root data keys of one template set.
@@ -403,6 +447,10 @@ type walker struct {
 	set     *template.Template
 	refs    fieldSet
 	visited map[string]bool
+	// problems collects what makes the template unsafe to render.
+	problems *[]string
+	// ranges is the depth of range actions around the node walked.
+	ranges int
 }
 
 // all records every key: the root data is used as a whole.
@@ -439,8 +487,16 @@ func (w walker) node(n parse.Node, sc scope) {
 		w.node(n.List, scope{dotRoot: root, dollarRoot: sc.dollarRoot})
 		w.node(n.ElseList, sc)
 	case *parse.RangeNode:
+		if !rangesOverData(n.Pipe) {
+			*w.problems = append(*w.problems, fmt.Sprintf("range must iterate over customer data (a field such as .Attributes), not %s", n.Pipe))
+		}
+		if w.ranges >= maxRangeDepth {
+			*w.problems = append(*w.problems, fmt.Sprintf("ranges nest at most %d deep", maxRangeDepth))
+		}
 		w.pipe(n.Pipe, sc)
-		w.node(n.List, scope{dollarRoot: sc.dollarRoot})
+		inner := w
+		inner.ranges++
+		inner.node(n.List, scope{dollarRoot: sc.dollarRoot})
 		w.node(n.ElseList, sc)
 	case *parse.TemplateNode:
 		// The called template's dot and $ are the argument; passing the
@@ -449,7 +505,7 @@ func (w walker) node(n parse.Node, sc scope) {
 		if !root {
 			w.pipe(n.Pipe, sc)
 		}
-		walkTemplate(w.set, w.set.Lookup(n.Name), scope{dotRoot: root, dollarRoot: root}, w.refs, w.visited)
+		walkTemplate(w.set, w.set.Lookup(n.Name), scope{dotRoot: root, dollarRoot: root}, w.refs, w.visited, w.problems)
 	case *parse.BreakNode, *parse.ContinueNode, *parse.TextNode, *parse.CommentNode:
 	}
 }

@@ -348,3 +348,37 @@ func mustCompile(t *testing.T, m Message) *Compiled {
 	}
 	return c
 }
+
+// TestMessageCost: a template cannot make a render expensive — ranges
+// only over customer data and at most maxRangeDepth deep, and no rendered
+// part longer than MaxRenderedBytes.
+func TestMessageCost(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		body    string
+		compile bool
+	}{
+		{`{{range 100000000}}{{end}}`, false},
+		{`{{$n := 100000000}}{{range $n}}x{{end}}`, false},
+		{`{{range (len .Attributes)}}x{{end}}`, false},
+		{`{{range $k, $v := .Attributes}}{{$k}}={{$v}} {{end}}`, true},
+		{`{{range .Attributes}}{{range $.Attributes}}x{{end}}{{end}}`, true},
+		{`{{range .Attributes}}{{range $.Attributes}}{{range $.Attributes}}x{{end}}{{end}}{{end}}`, false},
+		{`{{with .Attributes}}{{range .}}x{{end}}{{end}}`, true},
+	} {
+		_, err := CompileMessage(Message{Body: tc.body})
+		if (err == nil) != tc.compile {
+			t.Errorf("CompileMessage(%q): %v, want compiled %v", tc.body, err, tc.compile)
+		}
+	}
+	c := sampleCustomer()
+	c.Attributes["first_name"] = strings.Repeat("A", 50_000)
+	// 5 attributes × 5 × 50 kB: 1.25 MB.
+	m, err := CompileMessage(Message{Body: `{{range .Attributes}}{{range $.Attributes}}{{$.Attributes.first_name}}{{end}}{{end}}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, body, err := m.Render("", TemplateData(c, m.Fields())); !errors.Is(err, errTooLong) || body != "" {
+		t.Fatalf("a 1.25 MB render: %d bytes, %.200v; want errTooLong", len(body), err)
+	}
+}
