@@ -411,7 +411,7 @@ func (w *world) waitRuns(t *testing.T, campaign string, n int) []retentionv1.Cam
 			return fmt.Errorf("%d runs", len(runs))
 		}
 		for _, r := range runs[:n] {
-			if r.Status.Phase != retentionv1.RunMeasuring && r.Status.Phase != retentionv1.RunSucceeded {
+			if !pastSending(r) {
 				return fmt.Errorf("run %s is %s", r.Name, r.Status.Phase)
 			}
 		}
@@ -421,6 +421,11 @@ func (w *world) waitRuns(t *testing.T, campaign string, n int) []retentionv1.Cam
 		t.Fatalf("%s has %d runs, want %d", campaign, len(runs), n)
 	}
 	return runs
+}
+
+// pastSending reports whether a run has finished sending.
+func pastSending(r retentionv1.CampaignRun) bool {
+	return r.Status.Phase == retentionv1.RunMeasuring || r.Status.Phase == retentionv1.RunSucceeded
 }
 
 // runResult is one run as the store, its status and the receiver saw it.

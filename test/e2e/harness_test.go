@@ -248,7 +248,7 @@ func (w *world) startOperator(t *testing.T) {
 		w.operatorLog = filepath.Join(w.dir, "operator.log")
 		t.Cleanup(func() { w.stopOperator(syscall.SIGTERM) })
 	}
-	keyFile := filepath.Join(w.dir, "unsubscribe.key")
+	keyFile := filepath.Join(w.dir, "unsubscribe.key") // the same key across restarts
 	if err := os.WriteFile(keyFile, bytes.Repeat([]byte("e2e-unsubscribe-key-"), 3), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -64,24 +64,7 @@ func CheckUpgradeFromVersion2(ctx context.Context, t *testing.T, s store.Store) 
 	groups("after the upgrade", map[string]store.TargetGroup{ids[0]: T, ids[1]: T, ids[2]: H})
 
 	// A new run of the campaign on the channel reads them once.
-	w, err := s.SnapshotWrite(ctx, &store.SnapshotWriteParams{Source: "ns/src"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c customer.Scored
-	for i := range ids {
-		Customer(i, &c)
-		if err := w.Add(&c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sn, err := w.Commit()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.MembershipApply(ctx, &store.MembershipApplyParams{Segment: "ns/seg-new", SnapshotID: sn.ID, Members: store.MembersFromSlice(ids)}); err != nil {
-		t.Fatal(err)
-	}
+	sn := legacySegment(ctx, t, s, "ns/seg-new")
 	if _, err := s.RunCreate(ctx, &store.RunCreateParams{RunID: "new", Campaign: "ns/c", CampaignUID: LegacyCampaignUID, Channel: LegacyChannel,
 		Segment: "ns/seg-new", SnapshotID: sn.ID, Shards: 1, ConversionWindow: time.Hour}); err != nil {
 		t.Fatal(err)
@@ -144,24 +127,7 @@ const (
 func CheckUpgradeFromVersion4(ctx context.Context, t *testing.T, s store.Store) {
 	t.Helper()
 	ids := LegacyCustomers[:]
-	w, err := s.SnapshotWrite(ctx, &store.SnapshotWriteParams{Source: "ns/src"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c customer.Scored
-	for i := range ids {
-		Customer(i, &c)
-		if err := w.Add(&c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sn, err := w.Commit()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.MembershipApply(ctx, &store.MembershipApplyParams{Segment: "ns/seg-probe", SnapshotID: sn.ID, Members: store.MembersFromSlice(ids)}); err != nil {
-		t.Fatal(err)
-	}
+	sn := legacySegment(ctx, t, s, "ns/seg-probe")
 	probes := 0
 	// probe is what a materialization of a run of campaign uid on the
 	// channel reads as each customer's contacts since Epoch (customers
@@ -250,4 +216,30 @@ func UpgradeV4Inserts(at string) []string {
 			('` + UpgradeV4Cancelled + `', '` + ids[2] + `', 'treatment', 0, 'skipped', 'cancelled', NULL),
 			('` + UpgradeV4Cancelled + `', '` + ids[3] + `', 'holdout', 0, 'skipped', 'holdout', NULL)`,
 	}
+}
+
+// legacySegment writes a snapshot of LegacyCustomers for source "ns/src"
+// and makes them all members of segment.
+func legacySegment(ctx context.Context, t *testing.T, s store.Store, segment string) *store.Snapshot {
+	t.Helper()
+	ids := LegacyCustomers[:]
+	w, err := s.SnapshotWrite(ctx, &store.SnapshotWriteParams{Source: "ns/src"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c customer.Scored
+	for i := range ids {
+		Customer(i, &c)
+		if err := w.Add(&c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sn, err := w.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.MembershipApply(ctx, &store.MembershipApplyParams{Segment: segment, SnapshotID: sn.ID, Members: store.MembersFromSlice(ids)}); err != nil {
+		t.Fatal(err)
+	}
+	return sn
 }
