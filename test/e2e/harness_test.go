@@ -252,6 +252,23 @@ func (w *world) startOperator(t *testing.T) {
 	if err := os.WriteFile(keyFile, bytes.Repeat([]byte("e2e-unsubscribe-key-"), 3), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Like a Deployment's pod, an operator that exits while starting (e.g.
+	// an informer that could not sync in time on a busy machine) is
+	// started again, up to 3 times.
+	var lastErr string
+	for attempt := 1; attempt <= 3; attempt++ {
+		if lastErr = w.startOperatorOnce(t, keyFile); lastErr == "" {
+			return
+		}
+		t.Logf("the operator exited while starting (attempt %d), restarting it: %s", attempt, lastErr)
+	}
+	t.Fatalf("the operator did not start: %s", lastErr)
+}
+
+// startOperatorOnce starts the operator and waits for its metrics
+// endpoint; it returns why it could not ("" once it answers).
+func (w *world) startOperatorOnce(t *testing.T, keyFile string) string {
+	t.Helper()
 	logf, err := os.OpenFile(w.operatorLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
@@ -283,11 +300,12 @@ func (w *world) startOperator(t *testing.T) {
 		resp, err := http.Get("http://" + w.metricsAddr + "/metrics")
 		if err == nil {
 			_ = resp.Body.Close()
-			return
+			return ""
 		}
 		select {
 		case <-op.exited:
-			t.Fatalf("the operator exited: %s", tailFile(w.operatorLog, 30))
+			w.op = nil
+			return tailFile(w.operatorLog, 3)
 		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
