@@ -411,7 +411,7 @@ func TestPodKilledAndDeleted(t *testing.T) {
 	if err := cs.CoreV1().Pods(ns).Delete(ctx, strings.TrimPrefix(second, ns+"/"), metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	j := waitJob(t, cs, ns, name, 60*time.Second)
+	j := waitJob(t, cs, ns, name, 3*time.Minute) // two failures: the Job controller backs off 10 s, then 20 s
 	if hasCondition(j, batchv1.JobComplete) == nil || j.Status.Failed != 2 || j.Status.Succeeded != 1 {
 		t.Fatalf("Job status %+v, want complete after 2 failed pods", j.Status)
 	}
