@@ -41,8 +41,36 @@ type HandlerConfig struct {
 	// opt-out, repeats included (for a metric).
 	OnOptOut func(channel string)
 	// Log receives the channel and the outcome of each request, never a
-	// customer id or a token.
+	// customer id, a token or a client address.
 	Log logr.Logger
+
+	// RateLimit bounds the opt-outs recorded per second over all clients
+	// (each is a store write), with bursts of Burst; more get 429 with
+	// Retry-After. Refused tokens and GET pages do not count: they touch
+	// nothing, and counting them would let a flood of garbage keep
+	// customers from unsubscribing. Zero means DefaultRateLimit and
+	// DefaultBurst.
+	RateLimit float64
+	Burst     int
+	// ClientRateLimit, if set, bounds every request of one client (an IPv4
+	// address or an IPv6 /64) per second, with bursts of ClientBurst
+	// (DefaultClientBurst if zero), checked before anything else. At most
+	// MaxClients (DefaultMaxClients if zero) clients' buckets are kept,
+	// the least recently seen evicted. It is off by default because the
+	// endpoint is usually behind an Ingress, whose address every request
+	// would share, and a mailbox provider posts many customers'
+	// one-click opt-outs from a few addresses.
+	ClientRateLimit float64
+	ClientBurst     int
+	MaxClients      int
+	// ClientAddr returns a request's client IP address for the per-client
+	// limit; nil means the host of r.RemoteAddr. Behind a proxy, return
+	// the address it forwards, but only if clients cannot reach the
+	// handler except through it (otherwise they pick their own bucket).
+	ClientAddr func(r *http.Request) string
+	// OnRateLimited, if set, is called with ScopeGlobal or ScopeClient for
+	// each request refused with 429 (for a metric).
+	OnRateLimited func(scope string)
 }
 
 // Handler serves one-click unsubscribe at PathPrefix + token:
@@ -58,28 +86,50 @@ type HandlerConfig struct {
 //
 // A malformed token answers 400; a forged or altered one 403 on POST and
 // 404 on GET; other paths 404; other methods 405; a store failure 503, and
-// the page does not claim the opt-out was recorded. Pages carry neither
-// the customer id nor the token, and forbid scripts, framing and
-// referrers.
+// the page does not claim the opt-out was recorded; a request over a rate
+// limit 429 with Retry-After (see HandlerConfig.RateLimit). The token is
+// verified before anything else is done with it, so a forged one costs an
+// HMAC and never reaches the store. Pages carry neither the customer id
+// nor the token, and forbid scripts, framing and referrers.
 //
-// Handler panics if cfg.Key fails ValidateKey or cfg.OptOuts is nil: both
-// are start-up configuration, to be checked before.
+// Handler panics if cfg.Key fails ValidateKey, cfg.OptOuts is nil or a
+// rate limit is negative: all are start-up configuration, to be checked
+// before.
 func Handler(cfg HandlerConfig) http.Handler {
-	if err := ValidateKey(cfg.Key); err != nil {
+	h, err := newHandler(cfg, time.Now)
+	if err != nil {
 		panic(err)
 	}
-	if cfg.OptOuts == nil {
-		panic("unsubscribe: Handler needs OptOuts")
+	return h
+}
+
+// newHandler is Handler with the rate limits' clock, which tests drive.
+func newHandler(cfg HandlerConfig, now func() time.Time) (*handler, error) {
+	if err := ValidateKey(cfg.Key); err != nil {
+		return nil, err
 	}
-	return &handler{cfg: cfg}
+	if cfg.OptOuts == nil {
+		return nil, errors.New("unsubscribe: Handler needs OptOuts")
+	}
+	l, err := newLimits(cfg, now)
+	if err != nil {
+		return nil, err
+	}
+	return &handler{cfg: cfg, limits: l}, nil
 }
 
 type handler struct {
-	cfg HandlerConfig
+	cfg    HandlerConfig
+	limits *limits
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	setPageHeaders(w.Header())
+	// First, so a flooding client costs no more than this.
+	if wait, ok := h.limits.allowClient(r); !ok {
+		h.rateLimited(w, r, ScopeClient, wait)
+		return
+	}
 	token, ok := strings.CutPrefix(r.URL.Path, PathPrefix)
 	if !ok || token == "" || strings.Contains(token, "/") {
 		writePage(w, http.StatusNotFound, notFoundPage, "")
@@ -143,6 +193,11 @@ func (h *handler) unsubscribe(w http.ResponseWriter, r *http.Request, channel, c
 		writePage(w, http.StatusBadRequest, invalidPage, "")
 		return
 	}
+	// Checked after the body so that a refused body takes no token.
+	if wait, ok := h.limits.allowWrite(); !ok {
+		h.rateLimited(w, r, ScopeGlobal, wait)
+		return
+	}
 	// The customer asked; finish recording even if the client hangs up
 	// now, since it may never ask again.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), storeTimeout)
@@ -160,6 +215,17 @@ func (h *handler) unsubscribe(w http.ResponseWriter, r *http.Request, channel, c
 	}
 	h.cfg.Log.Info("unsubscribed", "channel", channel, "outcome", "recorded")
 	writePage(w, http.StatusOK, donePage, channel)
+}
+
+// rateLimited answers a request over a limit. The client's address is not
+// logged: it is personal data, and the scope says enough for operators.
+func (h *handler) rateLimited(w http.ResponseWriter, r *http.Request, scope string, wait time.Duration) {
+	if h.cfg.OnRateLimited != nil {
+		h.cfg.OnRateLimited(scope)
+	}
+	h.cfg.Log.V(1).Info("unsubscribe refused", "outcome", "rate limited", "scope", scope, "method", r.Method)
+	w.Header().Set("Retry-After", retryAfter(wait))
+	writePage(w, http.StatusTooManyRequests, tooManyPage, "")
 }
 
 // setPageHeaders makes pages inert: no scripts or other resources, no
@@ -186,6 +252,7 @@ const (
 	methodPage
 	tooLargePage
 	unavailablePage
+	tooManyPage
 )
 
 type pageData struct {
@@ -206,6 +273,7 @@ var pages = map[pageKind]pageData{
 	methodPage:      {Title: "Method not allowed", Message: "Open the unsubscribe link in a browser."},
 	tooLargePage:    {Title: "Request too large", Message: "The request was too large."},
 	unavailablePage: {Title: "Please try again", Message: "We could not unsubscribe you right now. Please try again in a few minutes."},
+	tooManyPage:     {Title: "Please try again", Message: "Too many requests right now. Please try again in a moment."},
 }
 
 func writePage(w http.ResponseWriter, status int, kind pageKind, channel string) {

@@ -304,17 +304,30 @@ func TestHandlerRefuses(t *testing.T) {
 	checkLogs(t, f.logs, id)
 }
 
-// failingOptOuts is the one fake: a store that cannot write.
-type failingOptOuts struct{ calls int }
+// fakeOptOuts records what reaches the store, and fails every write when
+// err is set. The real store is used wherever a write must succeed.
+type fakeOptOuts struct {
+	err   error
+	mu    sync.Mutex
+	added []store.OptOutAddParams
+}
 
-func (f *failingOptOuts) OptOutAdd(context.Context, *store.OptOutAddParams) error {
-	f.calls++
-	return fmt.Errorf("record opt-out on email: %w", errors.New("database is locked"))
+func (f *fakeOptOuts) OptOutAdd(_ context.Context, p *store.OptOutAddParams) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.added = append(f.added, *p)
+	return f.err
+}
+
+func (f *fakeOptOuts) calls() []store.OptOutAddParams {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]store.OptOutAddParams(nil), f.added...)
 }
 
 func TestHandlerStoreError(t *testing.T) {
 	t.Parallel()
-	fake := &failingOptOuts{}
+	fake := &fakeOptOuts{err: fmt.Errorf("record opt-out on email: %w", errors.New("database is locked"))}
 	logs := &logBuffer{}
 	called := false
 	h := Handler(HandlerConfig{
@@ -334,8 +347,8 @@ func TestHandlerStoreError(t *testing.T) {
 	if strings.Contains(r.body, "unsubscribed") {
 		t.Errorf("page claims the opt-out:\n%s", r.body)
 	}
-	if fake.calls != 1 || called {
-		t.Errorf("store called %d times, OnOptOut called %v", fake.calls, called)
+	if n := len(fake.calls()); n != 1 || called {
+		t.Errorf("store called %d times, OnOptOut called %v", n, called)
 	}
 	checkPage(t, "503", r, "c/42", token)
 	checkLogs(t, logs, "c/42")
@@ -350,8 +363,13 @@ func TestHandlerPanicsOnBadConfig(t *testing.T) {
 		name string
 		cfg  HandlerConfig
 	}{
-		{"short key", HandlerConfig{Key: testKey[:10], OptOuts: &failingOptOuts{}}},
+		{"short key", HandlerConfig{Key: testKey[:10], OptOuts: &fakeOptOuts{}}},
 		{"no store", HandlerConfig{Key: testKey}},
+		{"negative rate", HandlerConfig{Key: testKey, OptOuts: &fakeOptOuts{}, RateLimit: -1}},
+		{"negative burst", HandlerConfig{Key: testKey, OptOuts: &fakeOptOuts{}, Burst: -1}},
+		{"negative client rate", HandlerConfig{Key: testKey, OptOuts: &fakeOptOuts{}, ClientRateLimit: -1}},
+		{"negative client burst", HandlerConfig{Key: testKey, OptOuts: &fakeOptOuts{}, ClientBurst: -1}},
+		{"negative max clients", HandlerConfig{Key: testKey, OptOuts: &fakeOptOuts{}, MaxClients: -1}},
 	} {
 		func() {
 			defer func() {

@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	gotoken "go/token"
 	"net/url"
 	"strings"
 	"testing"
@@ -147,33 +151,162 @@ func TestVerifyRefuses(t *testing.T) {
 	}
 }
 
-// TestVerifyRefusesBitFlips: changing any one bit of a token's bytes,
-// fields or tag, makes it refused.
-func TestVerifyRefusesBitFlips(t *testing.T) {
+// TestVerifyRefusesAlteredBytes: a token with any one byte changed, to
+// any other value, is refused, whether the byte is in its fields or its
+// tag; so is one with any one character of its text changed.
+func TestVerifyRefusesAlteredBytes(t *testing.T) {
 	t.Parallel()
-	raw, err := tokenEncoding.DecodeString(Token(testKey, "email", "c/42 x"))
+	token := Token(testKey, "ns/email", "c/42 x")
+	raw, err := tokenEncoding.DecodeString(token)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range len(raw) * 8 {
-		flipped := bytes.Clone(raw)
-		flipped[i/8] ^= 1 << (i % 8)
-		token := tokenEncoding.EncodeToString(flipped)
-		if ch, id, err := Verify(testKey, token); err == nil {
-			t.Errorf("bit %d flipped: Verify = %q, %q, nil; want refused", i, ch, id)
+	for i := range raw {
+		for delta := 1; delta < 256; delta++ {
+			altered := bytes.Clone(raw)
+			altered[i] ^= byte(delta)
+			if ch, id, err := Verify(testKey, tokenEncoding.EncodeToString(altered)); err == nil {
+				t.Fatalf("byte %d ^ %#x: Verify = %q, %q, nil; want refused", i, delta, ch, id)
+			}
+		}
+	}
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	for i := range len(token) {
+		for _, c := range []byte(alphabet) {
+			if c == token[i] {
+				continue
+			}
+			altered := token[:i] + string(c) + token[i+1:]
+			if ch, id, err := Verify(testKey, altered); err == nil {
+				t.Fatalf("character %d = %q: Verify = %q, %q, nil; want refused", i, c, ch, id)
+			}
 		}
 	}
 }
 
-// FuzzVerify: Verify never panics, and the only token it accepts for a
-// pair is the one Token makes.
+// splice returns the token body of (channel, id) carrying the tag of
+// donor: what an attacker holding donor would send to act on channel.
+func splice(t testing.TB, donor, channel, id string) string {
+	t.Helper()
+	raw, err := tokenEncoding.DecodeString(donor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := []byte{tokenVersion, byte(len(channel))}
+	b = append(b, channel...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(id)))
+	b = append(b, id...)
+	return tokenEncoding.EncodeToString(append(b, raw[len(raw)-tagLen:]...))
+}
+
+// TestVerifyCrossChannel: the channel is signed, so a token minted for
+// one channel names that channel only, and no rewriting of it passes for
+// another channel's token.
+func TestVerifyCrossChannel(t *testing.T) {
+	t.Parallel()
+	const id = "c/42"
+	email, sms := Token(testKey, "ns/email", id), Token(testKey, "ns/sms", id)
+	if ch, gotID, err := Verify(testKey, email); err != nil || ch != "ns/email" || gotID != id {
+		t.Fatalf("Verify(email token) = %q, %q, %v", ch, gotID, err)
+	}
+	for _, tc := range []struct{ name, token string }{
+		{"same-length channel rewritten", splice(t, email, "ns/emaim", id)},
+		{"other channel, email's tag", splice(t, email, "ns/sms", id)},
+		{"other namespace, email's tag", splice(t, email, "other/email", id)},
+		{"email channel, sms's tag", splice(t, sms, "ns/email", id)},
+		{"channel prefix moved into id", splice(t, email, "ns/", "email"+id)},
+	} {
+		ch, gotID, err := Verify(testKey, tc.token)
+		if !errors.Is(err, ErrForged) || ch != "" || gotID != "" {
+			t.Errorf("%s: Verify = %q, %q, %v; want ErrForged", tc.name, ch, gotID, err)
+		}
+	}
+}
+
+// TestVerifyRefusesResized: a token cut at either end, extended, doubled
+// or empty is refused.
+func TestVerifyRefusesResized(t *testing.T) {
+	t.Parallel()
+	valid := Token(testKey, "ns/email", "c-1")
+	other := Token(testKey, "ns/sms", "c-1")
+	cases := map[string]string{
+		"empty":         "",
+		"doubled":       valid + valid,
+		"two tokens":    valid + other,
+		"extended tag":  valid + valid[len(valid)-4:],
+		"prefixed":      "AQ" + valid,
+		"maximal extra": valid + strings.Repeat("A", maxTokenLen-len(valid)),
+	}
+	// TestVerifyRefuses tries every prefix.
+	for n := 1; n < len(valid); n++ {
+		cases[fmt.Sprintf("last %d characters", n)] = valid[len(valid)-n:]
+	}
+	for _, c := range "AQgw_-" {
+		cases[fmt.Sprintf("plus %q", c)] = valid + string(c)
+		cases[fmt.Sprintf("plus %q%q", c, c)] = valid + string(c) + string(c)
+	}
+	for name, token := range cases {
+		if ch, id, err := Verify(testKey, token); err == nil {
+			t.Errorf("%s: Verify = %q, %q, nil; want refused", name, ch, id)
+		}
+	}
+}
+
+// TestVerifyComparesInConstantTime: Verify compares tags with hmac.Equal,
+// whose time does not depend on where the tags differ, and nothing in
+// token.go compares bytes another way (a timing oracle would let a forger
+// find a tag byte by byte).
+func TestVerifyComparesInConstantTime(t *testing.T) {
+	t.Parallel()
+	file, err := parser.ParseFile(gotoken.NewFileSet(), "token.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]map[string]bool{} // function -> "pkg.Name" called
+	for _, decl := range file.Decls {
+		fn, ok := decl.(*ast.FuncDecl)
+		if !ok {
+			continue
+		}
+		calls[fn.Name.Name] = map[string]bool{}
+		ast.Inspect(fn, func(n ast.Node) bool {
+			if sel, ok := n.(*ast.SelectorExpr); ok {
+				if pkg, ok := sel.X.(*ast.Ident); ok {
+					calls[fn.Name.Name][pkg.Name+"."+sel.Sel.Name] = true
+				}
+			}
+			return true
+		})
+	}
+	if !calls["Verify"]["hmac.Equal"] {
+		t.Error("Verify does not call hmac.Equal")
+	}
+	for fn, used := range calls {
+		for _, unsafe := range []string{"bytes.Equal", "bytes.Compare", "reflect.DeepEqual", "slices.Equal"} {
+			if used[unsafe] {
+				t.Errorf("%s calls %s", fn, unsafe)
+			}
+		}
+	}
+}
+
+// FuzzVerify: Verify never panics, the only token it accepts for a
+// (channel, customer) pair is the one Token makes (so no altered or
+// cross-channel token passes), and what it accepts under one key it
+// refuses under another. testdata/fuzz/FuzzVerify has more seeds: valid,
+// cross-channel, other-key and mangled tokens.
 func FuzzVerify(f *testing.F) {
 	for _, id := range roundTripIDs {
 		f.Add(Token(testKey, "email", id))
 	}
+	email := Token(testKey, "ns/email", "c-1")
 	f.Add(Token(testKey, "ab", "c"))
 	f.Add(Token(otherKey, "email", "c-1"))
+	f.Add(splice(f, email, "ns/sms", "c-1"))
 	f.Add(sign(testKey, tokenVersion, "", "c-1"))
+	f.Add(sign(testKey, tokenVersion+1, "ns/email", "c-1"))
+	f.Add(email[:len(email)-1])
+	f.Add(email + "A")
 	f.Add("")
 	f.Add("AQ")
 	f.Add("!!!!")
@@ -190,6 +323,17 @@ func FuzzVerify(f *testing.F) {
 		}
 		if again := Token(testKey, ch, id); again != token {
 			t.Fatalf("Verify accepted %q for (%q, %q), whose token is %q", token, ch, id, again)
+		}
+		if _, _, err := Verify(otherKey, token); !errors.Is(err, ErrForged) {
+			t.Fatalf("Verify(otherKey, %q) = %v, want ErrForged", token, err)
+		}
+		// Its tag binds the channel: on another channel it is refused.
+		other := "other"
+		if ch == other {
+			other = "another"
+		}
+		if _, _, err := Verify(testKey, splice(t, token, other, id)); !errors.Is(err, ErrForged) {
+			t.Fatalf("%q's tag on channel %q: Verify = %v, want ErrForged", token, other, err)
 		}
 	})
 }

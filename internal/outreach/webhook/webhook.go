@@ -494,7 +494,7 @@ func (r *request) sign(id, ts string) {
 // case. Reasons never hold personal data, the URL or the body.
 func (s *Sender) Send(ctx context.Context, m *channel.Message) channel.Result {
 	if ctx.Err() != nil {
-		return retry("cancelled")
+		return callerDone(ctx)
 	}
 	if s.closed.Load() {
 		return retry("closed")
@@ -534,7 +534,7 @@ func (s *Sender) Send(ctx context.Context, m *channel.Message) channel.Result {
 	body := bytes.Clone(r.body)
 	req.Header = r.ownHeader()
 	req.Body = io.NopCloser(bytes.NewReader(body))
-	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	req.GetBody = replayOnce(body)
 	req.ContentLength = int64(len(body))
 
 	// The Transport, not an http.Client: no redirects are followed (one
@@ -558,6 +558,45 @@ func (s *Sender) Send(ctx context.Context, m *channel.Message) channel.Result {
 	cancel()
 	r.release()
 	return res
+}
+
+// errDroppedTwice is what replayOnce's GetBody returns to stop the
+// Transport from sending a request a third time.
+var errDroppedTwice = errors.New("webhook: the receiver closed the connection without answering, twice")
+
+// replayOnce is the request's GetBody: it lets net/http's Transport resend
+// the request once, and refuses a second resend.
+//
+// The Transport resends a request on its own when a reused keep-alive
+// connection is closed before any byte of an answer, if the request is
+// idempotent, which the Idempotency-Key header declares it to be. It does
+// so once per idle connection it finds, so a receiver that drops one
+// particular request got it up to MaxConns+1 times in a single Send,
+// immediately and unseen by the runner's attempt count and backoff. One
+// resend is worth keeping: it rides out the common race of a receiver's
+// idle timeout closing a connection just as a request goes out on it (it
+// carries the same key, so a receiver that did get the first drops it). A
+// second drop is the receiver's answer to this request; the runner retries
+// it later ("connection closed").
+func replayOnce(body []byte) func() (io.ReadCloser, error) {
+	var replays atomic.Int32
+	return func() (io.ReadCloser, error) {
+		if replays.Add(1) > 1 {
+			return nil, errDroppedTwice
+		}
+		return io.NopCloser(bytes.NewReader(body)), nil
+	}
+}
+
+// callerDone is the result of a send whose caller's context ended:
+// "cancelled" when it was cancelled, "timeout" when its deadline passed
+// (as the email and Slack channels say), so a deadline is not reported
+// as a cancellation.
+func callerDone(ctx context.Context) channel.Result {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return retry("timeout")
+	}
+	return retry("cancelled")
 }
 
 func retry(reason string) channel.Result {
@@ -612,10 +651,13 @@ func classifyResponse(resp *http.Response, now time.Time) channel.Result {
 // fixes, so Fail "tls".
 func classifyError(callerCtx, reqCtx context.Context, err error) channel.Result {
 	if callerCtx.Err() != nil {
-		return retry("cancelled")
+		return callerDone(callerCtx)
 	}
 	if reqCtx.Err() != nil {
 		return retry("timeout")
+	}
+	if errors.Is(err, errDroppedTwice) {
+		return retry("connection closed")
 	}
 	var verr *tls.CertificateVerificationError
 	var unknownAuthority x509.UnknownAuthorityError
