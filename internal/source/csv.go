@@ -1,6 +1,7 @@
 package source
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -26,7 +27,16 @@ type CSV struct {
 	// MaxRecordBytes bounds one record (default DefaultMaxRecordBytes); a
 	// longer one, usually an unterminated quote, fails the read.
 	MaxRecordBytes int
+	// MaxBytes bounds each input after decompression: an endless download
+	// or a decompression bomb fails the read with ErrInputTooLarge instead
+	// of streaming forever. 0 means DefaultMaxInputBytes; a negative value
+	// sets no limit (for trusted local files).
+	MaxBytes int64
 }
+
+// DefaultMaxInputBytes is used when CSV.MaxBytes is 0: 20 times the
+// 200 MB, 8.3 M-row log of docs/performance.md.
+const DefaultMaxInputBytes = 4 << 30
 
 var _ Reader = (*CSV)(nil)
 
@@ -77,6 +87,12 @@ func (c *CSV) readInput(ctx context.Context, open Opener, p *plan, kind Kind, re
 	if err != nil {
 		return fmt.Errorf("source: reading %s: %w", kind, err)
 	}
+	switch {
+	case c.MaxBytes == 0:
+		r = &capReader{r: r, max: DefaultMaxInputBytes, what: kind.String()}
+	case c.MaxBytes > 0:
+		r = &capReader{r: r, max: c.MaxBytes, what: kind.String()}
+	}
 	return readCSV(ctx, r, p, kind, requireExtra, delim, c.MaxRecordBytes, sink, rep)
 }
 
@@ -89,10 +105,12 @@ func readCSV(ctx context.Context, r io.Reader, p *plan, kind Kind, requireExtra 
 	switch {
 	case err == io.EOF:
 		return fmt.Errorf("%w (%s)", ErrEmptyInput, kind)
+	case errors.Is(err, ErrRecordTooLong):
+		return notCSVOr(sc, kind, fmt.Errorf("source: reading %s header: %w", kind, err))
 	case err != nil:
 		return fmt.Errorf("source: reading %s header: %w", kind, err)
 	case bad != nil:
-		return fmt.Errorf("source: %s header: %v", kind, bad)
+		return notCSVOr(sc, kind, fmt.Errorf("source: %s header: %v", kind, bad))
 	}
 	if len(hdr) >= maxHeaderFields {
 		return fmt.Errorf("source: %s header has more than %d columns", kind, maxHeaderFields-1)
@@ -104,7 +122,7 @@ func readCSV(ctx context.Context, r io.Reader, p *plan, kind Kind, requireExtra 
 	}
 	b, err := p.bind(kind, names, nil, requireExtra)
 	if err != nil {
-		return err
+		return notCSVOr(sc, kind, err)
 	}
 	e := newEmitter(b, sink, rep)
 	rowFn := e.row
@@ -121,6 +139,7 @@ func readCSV(ctx context.Context, r io.Reader, p *plan, kind Kind, requireExtra 
 			return fmt.Errorf("source: reading %s after row %d: %w", kind, row, err)
 		}
 		row++
+		e.dropped = sc.dropped
 		if bad != nil {
 			rep.Rows++
 			e.reject(row, "", bad.Error())
@@ -130,4 +149,47 @@ func readCSV(ctx context.Context, r io.Reader, p *plan, kind Kind, requireExtra 
 			return err
 		}
 	}
+}
+
+// notCSVOr returns, in place of err (a header that is malformed or lacks
+// the mapped columns), a clearer error when the input is evidently not CSV
+// text.
+func notCSVOr(sc *scanner, kind Kind, err error) error {
+	if what := notCSV(sc.head[:sc.headLen]); what != "" {
+		return fmt.Errorf("%w: the %s input looks like %s", ErrNotCSV, kind, what)
+	}
+	return err
+}
+
+// notCSV names the format of an input from its first bytes, or returns ""
+// when it may be CSV.
+func notCSV(head []byte) string {
+	for _, m := range [...]struct{ magic, what string }{
+		{"\x89PNG", "a PNG image"},
+		{"\xff\xd8\xff", "a JPEG image"},
+		{"GIF8", "a GIF image"},
+		{"%PDF", "a PDF document"},
+		{"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook?)"},
+		{"\xd0\xcf\x11\xe0", "an Excel .xls workbook"},
+		{"\x1f\x8b", "gzip data compressed twice"},
+		{"\xff\xfe", "UTF-16 text (save it as UTF-8)"},
+		{"\xfe\xff", "UTF-16 text (save it as UTF-8)"},
+	} {
+		if bytes.HasPrefix(head, []byte(m.magic)) {
+			return m.what
+		}
+	}
+	if bytes.IndexByte(head, 0) >= 0 {
+		return "binary data"
+	}
+	text := bytes.TrimLeft(bytes.TrimPrefix(head, []byte("\xef\xbb\xbf")), " \t\r\n")
+	switch {
+	case len(text) == 0:
+		return ""
+	case text[0] == '{' || text[0] == '[':
+		return "JSON"
+	case text[0] == '<':
+		return "HTML or XML"
+	}
+	return ""
 }

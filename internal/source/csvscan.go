@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math/bits"
 )
@@ -44,10 +45,18 @@ type scanner struct {
 	quote int
 
 	fields    [][]byte
-	maxFields int    // fields stored per record; more make a wrong field count
-	rec       []byte // field bytes of a quoted record
-	idx       []int  // field ends in rec
-	began     bool   // BOM check done
+	maxFields int // fields stored per record; more make a wrong field count
+	// dropped counts the fields of the last record beyond maxFields, which
+	// are not stored (a 10,000-field row costs no memory), so that its
+	// rejection can still give its real width.
+	dropped int
+	rec     []byte // field bytes of a quoted record
+	idx     []int  // field ends in rec
+	began   bool   // BOM check done
+	// head holds the first bytes of the input (BOM included), to name the
+	// format of an input that is not CSV at all.
+	head    [16]byte
+	headLen int
 }
 
 func newScanner(ctx context.Context, src io.Reader, delim byte, bufSize, maxRecord int) *scanner {
@@ -84,7 +93,7 @@ func (s *scanner) fill() error {
 	}
 	if s.end == len(s.buf) {
 		if len(s.buf) >= s.maxRecord {
-			return ErrRecordTooLong
+			return fmt.Errorf("%w: a record is limited to %d bytes", ErrRecordTooLong, s.maxRecord)
 		}
 		size := 2 * len(s.buf)
 		if size > s.maxRecord {
@@ -129,6 +138,7 @@ func (s *scanner) next() (fields [][]byte, bad, err error) {
 				return nil, nil, err
 			}
 		}
+		s.headLen = copy(s.head[:], s.buf[s.start:s.end])
 		if bytes.HasPrefix(s.buf[s.start:s.end], []byte("\xef\xbb\xbf")) {
 			s.start += 3
 		}
@@ -174,15 +184,18 @@ func (s *scanner) next() (fields [][]byte, bad, err error) {
 				s.fields = append(s.fields, s.rec[prev:end:end])
 				prev = end
 			}
+			s.dropped = len(s.idx) - len(s.fields)
 			return s.fields, nil, nil
 		}
 		s.start = next
+		// The "\r" of a "\r\n" ends the line's last field, unless that
+		// field was dropped.
 		last := s.fields[len(s.fields)-1]
-		if k := len(last); k > 0 && last[k-1] == '\r' {
+		if k := len(last); k > 0 && last[k-1] == '\r' && s.dropped == 0 {
 			s.fields[len(s.fields)-1] = last[:k-1]
 		}
-		if len(s.fields) == 1 && len(s.fields[0]) == 0 {
-			continue // blank lines are not records
+		if len(s.fields) == 1 && len(s.fields[0]) == 0 && s.dropped == 0 {
+			continue // blank lines are not records (a line of delimiters is)
 		}
 		return s.fields, nil, nil
 	}
@@ -204,6 +217,7 @@ func zeroBytes(x uint64) uint64 { return ^((x&lo7s + lo7s) | x | lo7s) }
 // caller rejects as a wrong field count.
 func (s *scanner) split(data []byte, atEOF bool) (n int, ok bool) {
 	f := s.fields[:0]
+	s.dropped = 0
 	dm := ones8 * uint64(s.delim)
 	const nm = ones8 * '\n'
 	fs, i := 0, 0
@@ -214,6 +228,8 @@ func (s *scanner) split(data []byte, atEOF bool) (n int, ok bool) {
 			k := i + bits.TrailingZeros64(m)>>3
 			if len(f) < s.maxFields {
 				f = append(f, data[fs:k:k])
+			} else {
+				s.dropped++
 			}
 			if data[k] == '\n' {
 				s.fields = f
@@ -230,6 +246,8 @@ func (s *scanner) split(data []byte, atEOF bool) (n int, ok bool) {
 		}
 		if len(f) < s.maxFields {
 			f = append(f, data[fs:i:i])
+		} else {
+			s.dropped++
 		}
 		if c == '\n' {
 			s.fields = f
@@ -243,6 +261,8 @@ func (s *scanner) split(data []byte, atEOF bool) (n int, ok bool) {
 	}
 	if len(f) < s.maxFields {
 		f = append(f, data[fs:])
+	} else {
+		s.dropped++
 	}
 	s.fields = f
 	return len(data), true

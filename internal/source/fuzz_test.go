@@ -30,7 +30,8 @@ var fuzzSeeds = []string{
 
 // FuzzScanner checks the record scanner against encoding/csv record for
 // record — fields, malformed records and resynchronisation after them —
-// with small buffers so records straddle refills.
+// with small buffers so records straddle refills. On a third of the runs
+// the scanner stores at most 1 to 4 fields: then it must count the rest.
 func FuzzScanner(f *testing.F) {
 	for _, s := range fuzzSeeds {
 		f.Add([]byte(s), byte(','), uint8(3))
@@ -49,6 +50,9 @@ func FuzzScanner(f *testing.F) {
 		ref.Comma = rune(delim)
 		ref.FieldsPerRecord = -1
 		sc := newScanner(context.Background(), bytes.NewReader(data), delim, int(bufSize)+1, 1<<20)
+		if bufSize%3 == 0 {
+			sc.maxFields = 1 + int(bufSize/3)%4
+		}
 		for rec := 0; ; rec++ {
 			want, werr := ref.Read()
 			got, bad, err := sc.next()
@@ -77,10 +81,10 @@ func FuzzScanner(f *testing.F) {
 			if bad != nil {
 				t.Fatalf("record %d: scanner: %v; encoding/csv accepted %q", rec, bad, want)
 			}
-			if len(got) != len(want) {
-				t.Fatalf("record %d: %d fields %q, want %d %q", rec, len(got), got, len(want), want)
+			if len(got) != min(len(want), sc.maxFields) || len(got)+sc.dropped != len(want) {
+				t.Fatalf("record %d: %d fields %q (%d dropped), want %d %q", rec, len(got), got, sc.dropped, len(want), want)
 			}
-			for i := range want {
+			for i := range got {
 				if string(got[i]) != want[i] {
 					t.Fatalf("record %d field %d: %q, want %q", rec, i, got[i], want[i])
 				}
@@ -118,14 +122,14 @@ func FuzzCSV(f *testing.F) {
 		sink := SinkFuncs{
 			OnTransaction: func(tx *Transaction) error {
 				txs++
-				if len(tx.CustomerID) == 0 || !utf8.Valid(tx.CustomerID) || math.IsNaN(tx.Amount) || math.IsInf(tx.Amount, 0) {
+				if len(tx.CustomerID) == 0 || !validText(tx.CustomerID) || math.IsNaN(tx.Amount) || math.IsInf(tx.Amount, 0) {
 					t.Fatalf("bad transaction %+v", tx)
 				}
 				return nil
 			},
 			OnCustomer: func(c *Customer) error {
 				custs++
-				if c.ID == "" || !utf8.ValidString(c.ID) {
+				if c.ID == "" || !validText([]byte(c.ID)) {
 					t.Fatalf("bad customer id %q", c.ID)
 				}
 				for k, v := range c.Attributes {
@@ -165,7 +169,7 @@ func FuzzCSV(f *testing.F) {
 // texts (so it cannot carry data from the row).
 func knownReason(r string) bool {
 	switch r {
-	case reasonMissing, reasonUTF8, reasonDate, reasonDecimal, reasonNegative, reasonBool, reasonInteger,
+	case reasonMissing, reasonUTF8, reasonNUL, reasonDate, reasonDecimal, reasonNegative, reasonBool, reasonInteger,
 		reasonNonNegative, reasonRecency, reasonZeroFreq, reasonScalar, errBareQuote.Error(), errQuote.Error():
 		return true
 	}

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"io"
 	"maps"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -92,4 +95,82 @@ func wantErrAs[T error](t *testing.T, err error) T {
 		t.Fatalf("error %v (%T), want %T", err, err, target)
 	}
 	return target
+}
+
+// endless reads head, then body repeated: a "10 GB" download that goes on
+// for ever. It stops with io.EOF after limit bytes (when limit > 0) so that
+// a reader that fails to stop it makes a test fail, not hang. n counts the
+// bytes handed out; it may be read from another goroutine.
+type endless struct {
+	head, body []byte
+	limit      int64
+	n          atomic.Int64
+}
+
+func (e *endless) Read(p []byte) (int, error) {
+	pos := e.n.Load()
+	if e.limit > 0 {
+		if pos >= e.limit {
+			return 0, io.EOF
+		}
+		if rest := e.limit - pos; int64(len(p)) > rest {
+			p = p[:rest]
+		}
+	}
+	n := 0
+	for n < len(p) {
+		at := pos + int64(n)
+		if at < int64(len(e.head)) {
+			n += copy(p[n:], e.head[at:])
+			continue
+		}
+		n += copy(p[n:], e.body[(at-int64(len(e.head)))%int64(len(e.body)):])
+	}
+	e.n.Add(int64(n))
+	return n, nil
+}
+
+// gzipStream gzips src on the fly: a compressed body that inflates for
+// ever. Closing the returned reader stops the compressing goroutine.
+func gzipStream(src io.Reader) io.ReadCloser {
+	pr, pw := io.Pipe()
+	go func() {
+		zw := gzip.NewWriter(pw)
+		_, err := io.Copy(zw, src)
+		if err == nil {
+			err = zw.Close()
+		}
+		_ = pw.CloseWithError(err)
+	}()
+	return pr
+}
+
+// wantErrText fails unless err is non-nil and contains every part.
+func wantErrText(t *testing.T, err error, parts ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("no error, want one containing %q", parts)
+	}
+	for _, p := range parts {
+		if !strings.Contains(err.Error(), p) {
+			t.Errorf("error %q does not contain %q", err, p)
+		}
+	}
+}
+
+// readerFunc is an io.Reader.
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// roundTripFunc is an http.RoundTripper.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// bodyClient answers every request with 200 and the body made by body.
+func bodyClient(body func() io.ReadCloser) *http.Client {
+	return &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 200, Status: "200 OK", Header: http.Header{}, Body: body(), Request: r}, nil
+	})}
 }

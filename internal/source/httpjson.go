@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -141,7 +142,9 @@ func (h *HTTPJSON) Read(ctx context.Context, sink Sink) (*Report, error) {
 	}
 	var body bytes.Buffer
 	cur := base
+	visited := newVisited()
 	for page := 1; ; page++ {
+		visited.add(cur, page)
 		if c.MaxPages > 0 && page > c.MaxPages {
 			return rep, fmt.Errorf("source: %s: more than %d pages", redactURL(base), c.MaxPages)
 		}
@@ -167,9 +170,31 @@ func (h *HTTPJSON) Read(ctx context.Context, sink Sink) (*Report, error) {
 		if next == nil {
 			break
 		}
+		if first, ok := visited.page(next); ok {
+			return rep, fmt.Errorf("source: %s page %d: the next-page link leads back to page %d; stopping instead of reading the same pages forever",
+				redactURL(base), page, first)
+		}
 		cur = next
 	}
 	return finish(rep, p.maxRatio)
+}
+
+// visited remembers the pages of one read by a hash of their URL (8 bytes
+// a page rather than the URL), so that next-page links that go round in a
+// circle (A, B, A, ...) are caught instead of read forever.
+type visited struct {
+	seed  maphash.Seed
+	pages map[uint64]int
+}
+
+func newVisited() *visited { return &visited{seed: maphash.MakeSeed(), pages: map[uint64]int{}} }
+
+func (v *visited) add(u *url.URL, page int) { v.pages[maphash.String(v.seed, u.String())] = page }
+
+// page returns the number of the page already read at u.
+func (v *visited) page(u *url.URL) (int, bool) {
+	n, ok := v.pages[maphash.String(v.seed, u.String())]
+	return n, ok
 }
 
 // nextURL works out the next page's URL, nil at the end.
@@ -312,7 +337,7 @@ func (c *HTTPJSON) try(ctx context.Context, u *url.URL, body *bytes.Buffer) (str
 		if ctx.Err() != nil {
 			return "", fmt.Errorf("source: GET %s: %w", redactURL(u), ctx.Err())
 		}
-		return "", &retryable{err: transportError(u, err)}
+		return "", &retryable{err: c.timeoutError(rctx, u, transportError(u, err))}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
@@ -326,20 +351,31 @@ func (c *HTTPJSON) try(ctx context.Context, u *url.URL, body *bytes.Buffer) (str
 		return "", se
 	}
 	body.Reset()
+	// The limit applies to the bytes received and again to the bytes
+	// decompressed: a small gzipped page may inflate without bound.
 	r, err := Decompress(io.LimitReader(resp.Body, c.MaxPageBytes+1))
 	if err == nil {
-		_, err = body.ReadFrom(r)
+		_, err = body.ReadFrom(io.LimitReader(r, c.MaxPageBytes+1))
 	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return "", fmt.Errorf("source: GET %s: %w", redactURL(u), ctx.Err())
 		}
-		return "", &retryable{err: transportError(u, err)}
+		return "", &retryable{err: c.timeoutError(rctx, u, transportError(u, err))}
 	}
 	if int64(body.Len()) > c.MaxPageBytes {
 		return "", fmt.Errorf("source: GET %s: page larger than %d bytes", redactURL(u), c.MaxPageBytes)
 	}
 	return nextLink(resp.Header.Get("Link")), nil
+}
+
+// timeoutError names the request timeout when it is what ended the request
+// (the transport only says "context deadline exceeded").
+func (c *HTTPJSON) timeoutError(rctx context.Context, u *url.URL, err error) error {
+	if errors.Is(rctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("source: GET %s: no complete response within the %v timeout: %w", redactURL(u), c.Timeout, context.DeadlineExceeded)
+	}
+	return err
 }
 
 // pageDecoder walks one page with json.Decoder tokens, streaming items.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/retention-dev/retention-operator/internal/customer"
 )
@@ -270,11 +271,7 @@ func (p *plan) bind(kind Kind, names []string, isTyped func(int) bool, requireEx
 			}
 		}
 		if idx < 0 {
-			have := names
-			if len(have) > 20 {
-				have = have[:20]
-			}
-			return &MissingColumnError{Input: b.input, Field: c.field, Column: c.name, Have: append([]string(nil), have...)}
+			return p.missing(b.input, c, names)
 		}
 		c.idx = idx
 		if isTyped != nil {
@@ -311,6 +308,51 @@ func (p *plan) bind(kind Kind, names []string, isTyped func(int) bool, requireEx
 	b.extra = len(b.attrs) > 0 || b.email.idx >= 0 || b.phone.idx >= 0 || b.tz.idx >= 0 ||
 		b.locale.idx >= 0 || b.optout.idx >= 0
 	return b, nil
+}
+
+// missing builds the error for a column that names lack. The names are
+// shown to help fix the mapping, unless one of them looks like a value: a
+// file without a header row would otherwise put its first row (an email
+// address, a customer id) into the error, and from there into logs and the
+// resource's status.
+func (p *plan) missing(input string, c *column, names []string) error {
+	e := &MissingColumnError{Input: input, Field: c.field, Column: c.name}
+	for _, n := range names {
+		if p.looksLikeData(n) {
+			e.HeaderLooksLikeData = true
+			return e
+		}
+	}
+	have := names
+	if len(have) > 20 {
+		have = have[:20]
+	}
+	e.Have = append([]string(nil), have...)
+	return e
+}
+
+// looksLikeData reports whether a header name looks like a value: text
+// that is not printable UTF-8, an email address, or (any part of it between
+// common delimiters, in case the delimiter is wrong) a number or a date.
+func (p *plan) looksLikeData(name string) bool {
+	if !utf8.ValidString(name) || strings.Contains(name, "@") {
+		return true
+	}
+	for _, c := range []byte(name) {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return true
+		}
+	}
+	parts := strings.FieldsFunc(name, func(r rune) bool { return r == ',' || r == ';' || r == '\t' || r == '|' })
+	for _, part := range parts {
+		b := trimSpace([]byte(part))
+		var s1, s2, s3 stamp
+		if _, ok := parseDecimal(b, '.'); ok || p.parseStamp(b, false, &s1) ||
+			parseISO(b, &s2, false, false) || parseCompact(b, &s3) {
+			return true
+		}
+	}
+	return false
 }
 
 // names lists every column name the plan reads for kind (for JSON items,

@@ -63,8 +63,9 @@ func (a Auth) apply(req *http.Request) error {
 }
 
 // DefaultHTTPClient is used by OpenURL and by HTTPJSON without a Client:
-// bounded connect, TLS handshake and response-header waits; the body is
-// bounded by the caller's context.
+// bounded connect, TLS handshake and response-header waits. OpenURL bounds
+// the pauses of the body (DefaultStallTimeout), HTTPJSON whole requests
+// (HTTPJSON.Timeout).
 var DefaultHTTPClient = &http.Client{Transport: &http.Transport{
 	Proxy:                 http.ProxyFromEnvironment,
 	DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -125,29 +126,95 @@ func parseHTTPURL(rawURL string) (*url.URL, error) {
 	return u, nil
 }
 
+// DefaultStallTimeout is how long OpenURL waits for the next bytes of a
+// response, headers or body. The caller's context may have no deadline (a
+// big file takes as long as it takes), so without it a server that stops
+// sending mid-body would hold the read forever.
+const DefaultStallTimeout = 60 * time.Second
+
 // OpenURL GETs an http(s) URL and returns the response body. A non-2xx
-// response is an *HTTPStatusError (the body is not read into the error).
+// response is an *HTTPStatusError (the body is not read into the error). A
+// server that sends nothing for DefaultStallTimeout fails the request or
+// the body's Read with ErrStalled.
 func OpenURL(ctx context.Context, rawURL string, auth Auth) (io.ReadCloser, error) {
+	return openURL(ctx, rawURL, auth, DefaultStallTimeout)
+}
+
+func openURL(ctx context.Context, rawURL string, auth Auth, stall time.Duration) (io.ReadCloser, error) {
 	u, err := parseHTTPURL(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	w := newStallWatch(ctx, redactURL(u), stall)
+	req, err := http.NewRequestWithContext(w.ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
+		w.cancel(nil)
 		return nil, fmt.Errorf("source: GET %s: %w", redactURL(u), err)
 	}
 	if err := auth.apply(req); err != nil {
+		w.cancel(nil)
 		return nil, err
 	}
+	w.timer.Reset(stall)
 	resp, err := DefaultHTTPClient.Do(req)
+	w.timer.Stop()
 	if err != nil {
-		return nil, transportError(u, err)
+		err = w.explain(transportError(u, err))
+		w.cancel(nil)
+		return nil, err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		discard(resp.Body)
+		w.cancel(nil)
 		return nil, &HTTPStatusError{URL: redactURL(u), StatusCode: resp.StatusCode, Status: resp.Status}
 	}
-	return resp.Body, nil
+	w.body = resp.Body
+	return w, nil
+}
+
+// stallWatch cancels a request when its server sends nothing for the stall
+// timeout: the timer runs while the request waits for headers and while a
+// Read of the body waits for bytes (not while the caller is busy).
+type stallWatch struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	timer  *time.Timer
+	stall  time.Duration
+	url    string
+	body   io.ReadCloser
+}
+
+func newStallWatch(ctx context.Context, url string, stall time.Duration) *stallWatch {
+	w := &stallWatch{stall: stall, url: url}
+	w.ctx, w.cancel = context.WithCancelCause(ctx)
+	w.timer = time.AfterFunc(stall, func() { w.cancel(ErrStalled) })
+	w.timer.Stop()
+	return w
+}
+
+func (w *stallWatch) Read(p []byte) (int, error) {
+	w.timer.Reset(w.stall)
+	n, err := w.body.Read(p)
+	w.timer.Stop()
+	if err != nil && err != io.EOF {
+		err = w.explain(err)
+	}
+	return n, err
+}
+
+func (w *stallWatch) Close() error {
+	w.timer.Stop()
+	w.cancel(nil)
+	return w.body.Close()
+}
+
+// explain replaces the transport's "context canceled" by ErrStalled when
+// the watch cancelled the request.
+func (w *stallWatch) explain(err error) error {
+	if errors.Is(context.Cause(w.ctx), ErrStalled) {
+		return fmt.Errorf("source: GET %s: %w (nothing for %v)", w.url, ErrStalled, w.stall)
+	}
+	return err
 }
 
 // discard drains a little of a body (so the connection can be reused) and closes it.
@@ -187,5 +254,32 @@ func (g gzipReader) Read(p []byte) (int, error) {
 	if err != nil && err != io.EOF {
 		err = fmt.Errorf("gzip stream truncated or corrupt: %w", err)
 	}
+	return n, err
+}
+
+// capReader returns the first max bytes of r, then fails with
+// ErrInputTooLarge if r has more: an input that goes on forever (or inflates
+// forever) is stopped without being held in memory.
+type capReader struct {
+	r    io.Reader
+	n    int64 // bytes returned so far
+	max  int64
+	what string // the input, for the error
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.n >= c.max {
+		var probe [1]byte
+		n, err := c.r.Read(probe[:])
+		if n > 0 {
+			return 0, fmt.Errorf("%w: %s goes on past %d bytes (after decompression)", ErrInputTooLarge, c.what, c.max)
+		}
+		return 0, err
+	}
+	if rest := c.max - c.n; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	n, err := c.r.Read(p)
+	c.n += int64(n)
 	return n, err
 }

@@ -1,6 +1,7 @@
 package source
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math"
 	"strconv"
@@ -133,14 +134,16 @@ func (s *stamp) setDate(y, m, d int32) bool {
 	return true
 }
 
-// validUTF8 checks UTF-8, with a shortcut for short ASCII ids.
-func validUTF8(b []byte) bool {
+// validText checks that b is UTF-8 without NUL bytes (which the store
+// refuses), with a shortcut for short ASCII ids.
+func validText(b []byte) bool {
 	if n := len(b); n >= 8 && n <= 16 {
-		if (binary.LittleEndian.Uint64(b)|binary.LittleEndian.Uint64(b[n-8:]))&0x8080808080808080 == 0 {
-			return true
+		lo, hi := binary.LittleEndian.Uint64(b), binary.LittleEndian.Uint64(b[n-8:])
+		if (lo|hi)&0x8080808080808080 == 0 {
+			return zeroBytes(lo)|zeroBytes(hi) == 0
 		}
 	}
-	return utf8.Valid(b)
+	return utf8.Valid(b) && bytes.IndexByte(b, 0) < 0
 }
 
 // parseCompact parses YYYYMMDD, eight digits checked and combined at once
@@ -477,17 +480,20 @@ func parseDecimalSlow(b []byte, sep byte) (float64, bool) {
 
 func parseFloatSlow(b []byte, sep byte) (float64, bool) {
 	if sep != '.' {
-		var buf [64]byte
-		if len(b) > len(buf) {
-			return 0, false
+		// strconv wants '.': copy on the stack, or on the heap for a long
+		// value (refusing it would reject a valid number).
+		var stack [64]byte
+		buf := stack[:0]
+		if len(b) > len(stack) {
+			buf = make([]byte, 0, len(b))
 		}
-		n := copy(buf[:], b)
-		for k := 0; k < n; k++ {
+		buf = append(buf, b...)
+		for k := range buf {
 			if buf[k] == sep {
 				buf[k] = '.'
 			}
 		}
-		b = buf[:n]
+		b = buf
 	}
 	f, err := strconv.ParseFloat(unsafeString(b), 64)
 	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {

@@ -14,7 +14,13 @@ import (
 )
 
 // Postgres reads from a PostgreSQL database with the caller's queries,
-// inside a READ ONLY transaction with SET LOCAL statement_timeout. Rows
+// inside a READ ONLY transaction with SET LOCAL statement_timeout. Each
+// query must be one SELECT (or WITH, VALUES, TABLE) statement: a COPY TO a
+// file or program, a DO block or a CALL is refused before it is sent, as
+// READ ONLY does not stop those. Functions with effects outside the
+// database (pg_read_file, lo_export, dblink) are only stopped by the
+// role's privileges: connect as a role that can read the tables and no
+// more, never as a superuser. Rows
 // are streamed (pgx reads them off the connection as they come) and read
 // in text form, so they go through the same byte-level mapping as CSV.
 //
@@ -94,6 +100,14 @@ func (p *Postgres) Read(ctx context.Context, sink Sink) (*Report, error) {
 	case p.TransactionsQuery == "":
 		return nil, errors.New("source: PostgreSQL: a transactions query or a summary query is required")
 	}
+	for _, q := range []struct {
+		kind  Kind
+		query string
+	}{{Customers, p.CustomersQuery}, {kind, main}} {
+		if err := checkQuery(q.kind, q.query); err != nil {
+			return nil, err
+		}
+	}
 	pl, err := p.Mapping.compile()
 	if err != nil {
 		return nil, err
@@ -124,6 +138,30 @@ func (p *Postgres) Read(ctx context.Context, sink Sink) (*Report, error) {
 		defer cancel()
 		_ = tx.Rollback(cctx)
 	}()
+	rep := &Report{}
+	if p.CustomersQuery != "" {
+		if err := pinSettings(ctx, tx, timeout); err != nil {
+			return nil, err
+		}
+		if err := queryRows(ctx, tx, p.CustomersQuery, pl, Customers, true, sink, rep); err != nil {
+			return rep, err
+		}
+	}
+	// Again: the customers query may have changed them for the rest of the
+	// transaction (set_config(..., true)), e.g. turned the timeout off.
+	if err := pinSettings(ctx, tx, timeout); err != nil {
+		return rep, err
+	}
+	requireExtra := kind == Summaries || p.CustomersQuery == ""
+	if err := queryRows(ctx, tx, main, pl, kind, requireExtra, sink, rep); err != nil {
+		return rep, err
+	}
+	return finish(rep, pl.maxRatio)
+}
+
+// pinSettings sets the statement timeout and the text forms of values for
+// the next query.
+func pinSettings(ctx context.Context, tx pgx.Tx, timeout time.Duration) error {
 	for _, set := range []string{
 		fmt.Sprintf("SET LOCAL statement_timeout = %d", timeout.Milliseconds()),
 		// Values are read as text: make that text ISO dates in UTC and
@@ -133,20 +171,67 @@ func (p *Postgres) Read(ctx context.Context, sink Sink) (*Report, error) {
 		"SET LOCAL extra_float_digits = 3",
 	} {
 		if _, err := tx.Exec(ctx, set); err != nil {
-			return nil, fmt.Errorf("source: PostgreSQL: %s: %w", set, err)
+			return fmt.Errorf("source: PostgreSQL: %s: %w", set, err)
 		}
 	}
-	rep := &Report{}
-	if p.CustomersQuery != "" {
-		if err := queryRows(ctx, tx, p.CustomersQuery, pl, Customers, true, sink, rep); err != nil {
-			return rep, err
+	return nil
+}
+
+// checkQuery refuses a query that is not a SELECT, WITH, VALUES or TABLE
+// statement (after comments and opening parentheses). The READ ONLY
+// transaction refuses writes to the database, but not COPY ... TO a server
+// file or PROGRAM, nor DO blocks, which would run before the missing result
+// columns are noticed. An empty query (not configured) passes.
+func checkQuery(kind Kind, query string) error {
+	rest := skipSQLNoise(query)
+	if rest == "" {
+		return nil
+	}
+	n := 0
+	for n < len(rest) && n < 16 && (rest[n]|0x20 >= 'a' && rest[n]|0x20 <= 'z') {
+		n++
+	}
+	switch strings.ToUpper(rest[:n]) {
+	case "SELECT", "WITH", "VALUES", "TABLE":
+		return nil
+	}
+	what := "something else"
+	if n > 0 {
+		what = strings.ToUpper(rest[:n])
+	}
+	return fmt.Errorf("source: %s query must be a single SELECT (or WITH, VALUES, TABLE) statement, not %s", kind, what)
+}
+
+// skipSQLNoise drops leading white space, -- and /* */ comments and
+// opening parentheses.
+func skipSQLNoise(q string) string {
+	for {
+		q = strings.TrimLeft(q, " \t\r\n\f(")
+		switch {
+		case strings.HasPrefix(q, "--"):
+			i := strings.IndexByte(q, '\n')
+			if i < 0 {
+				return ""
+			}
+			q = q[i+1:]
+		case strings.HasPrefix(q, "/*"):
+			// Block comments nest in PostgreSQL.
+			depth, i := 1, 2
+			for ; i < len(q) && depth > 0; i++ {
+				switch {
+				case strings.HasPrefix(q[i:], "/*"):
+					depth++
+					i++
+				case strings.HasPrefix(q[i:], "*/"):
+					depth--
+					i++
+				}
+			}
+			q = q[i:]
+		default:
+			return q
 		}
 	}
-	requireExtra := kind == Summaries || p.CustomersQuery == ""
-	if err := queryRows(ctx, tx, main, pl, kind, requireExtra, sink, rep); err != nil {
-		return rep, err
-	}
-	return finish(rep, pl.maxRatio)
 }
 
 // typedOID reports whether a column type is read in PostgreSQL's own text

@@ -13,6 +13,7 @@ import (
 const (
 	reasonMissing     = "missing value"
 	reasonUTF8        = "not valid UTF-8"
+	reasonNUL         = "contains a NUL byte" // which the store refuses
 	reasonDate        = "unparseable date"
 	reasonDecimal     = "not a decimal number"
 	reasonNegative    = "negative amount"
@@ -51,6 +52,9 @@ type emitter struct {
 	scratch   []byte
 	// nested marks fields whose JSON value was an object or array.
 	nested []bool
+	// dropped is the number of fields of the current CSV row that the
+	// scanner did not store (see scanner.dropped).
+	dropped int
 }
 
 func newEmitter(b *binding, sink Sink, rep *Report) *emitter {
@@ -73,7 +77,7 @@ func (e *emitter) row(row int64, fields [][]byte) error {
 	if b.ncols > 0 && len(fields) != b.ncols {
 		reason := "wrong number of fields"
 		if e.rep.wantSample() {
-			reason = fmt.Sprintf("wrong number of fields: want %d, got %d", b.ncols, len(fields))
+			reason = fmt.Sprintf("wrong number of fields: want %d, got %d", b.ncols, len(fields)+e.dropped)
 		}
 		e.reject(row, "", reason)
 		return nil
@@ -108,7 +112,7 @@ func (e *emitter) fastRow(row int64, f [][]byte) error {
 		return e.row(row, f)
 	}
 	id, ts, am := f[b.id.idx], f[b.ts.idx], f[b.amt.idx]
-	if len(id) == 0 || id[0] <= ' ' || id[len(id)-1] <= ' ' || !validUTF8(id) {
+	if len(id) == 0 || id[0] <= ' ' || id[len(id)-1] <= ' ' || !validText(id) {
 		return e.row(row, f)
 	}
 	day, ok := b.p.dateDay(ts)
@@ -155,10 +159,20 @@ func (e *emitter) id(fields [][]byte) ([]byte, rowError) {
 	if len(id) == 0 {
 		return nil, rowError{c.name, reasonMissing}
 	}
-	if !utf8.Valid(id) {
-		return nil, rowError{c.name, reasonUTF8}
+	return id, checkText(c.name, id)
+}
+
+// checkText rejects text that is not UTF-8 or holds a NUL byte: the store
+// refuses those, and one such value would fail the whole snapshot instead
+// of one row.
+func checkText(column string, v []byte) rowError {
+	if !utf8.Valid(v) {
+		return rowError{column, reasonUTF8}
 	}
-	return id, rowError{}
+	if bytes.IndexByte(v, 0) >= 0 {
+		return rowError{column, reasonNUL}
+	}
+	return rowError{}
 }
 
 func (e *emitter) decimal(fields [][]byte, c column) (float64, rowError) {
@@ -290,8 +304,8 @@ func (e *emitter) extra(fields [][]byte, attrs *customer.Attributes, contact *cu
 		}
 		switch a.typ {
 		case customer.String:
-			if !utf8.Valid(raw) {
-				return rowError{a.name, reasonUTF8}
+			if rerr := checkText(a.name, raw); rerr.reason != "" {
+				return rerr
 			}
 			(*attrs)[a.attr] = string(raw)
 		case customer.Number:
@@ -325,8 +339,8 @@ func (e *emitter) extra(fields [][]byte, attrs *customer.Attributes, contact *cu
 		if len(v) == 0 {
 			return rowError{}
 		}
-		if !utf8.Valid(v) {
-			return rowError{c.name, reasonUTF8}
+		if rerr := checkText(c.name, v); rerr.reason != "" {
+			return rerr
 		}
 		*dst = string(v)
 		return rowError{}

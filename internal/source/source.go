@@ -209,11 +209,21 @@ type MissingColumnError struct {
 	Input  string // "transactions", "customers" or "summaries"
 	Field  string // the mapping field, e.g. "customerID" or "attributes[plan]"
 	Column string // the column name looked for
-	// Have lists the columns that were found (at most 20).
+	// Have lists the columns that were found (at most 20); nil when
+	// HeaderLooksLikeData is set.
 	Have []string
+	// HeaderLooksLikeData is set when a "column name" looks like a value (an
+	// email address, a number, a date, text that is not printable UTF-8):
+	// the input probably has no header row, so its first row is data, which
+	// may be personal and is not shown.
+	HeaderLooksLikeData bool
 }
 
 func (e *MissingColumnError) Error() string {
+	if e.HeaderLooksLikeData {
+		return fmt.Sprintf("source: %s has no column %q (mapping %s); its first row looks like data, not a header "+
+			"(values not shown): does the input have a header row?", e.Input, e.Column, e.Field)
+	}
 	return fmt.Sprintf("source: %s has no column %q (mapping %s); columns are %q", e.Input, e.Column, e.Field, e.Have)
 }
 
@@ -223,6 +233,15 @@ var (
 	// ErrRecordTooLong means a CSV record exceeds the record size limit
 	// (often an unterminated quote that swallows the rest of the file).
 	ErrRecordTooLong = errors.New("source: record too long (unterminated quote?)")
+	// ErrInputTooLarge means a CSV input goes on past CSV.MaxBytes (after
+	// decompression): an endless download or a decompression bomb.
+	ErrInputTooLarge = errors.New("source: input too large")
+	// ErrNotCSV means a CSV input whose header cannot be used is evidently
+	// something else: an image, a spreadsheet, UTF-16 text, JSON, HTML.
+	ErrNotCSV = errors.New("source: not CSV text")
+	// ErrStalled means an HTTP server stopped sending a response (headers
+	// or body) for longer than the stall timeout.
+	ErrStalled = errors.New("source: the server stopped sending")
 )
 
 // Kind is what the rows of an input describe.
