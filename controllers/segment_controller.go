@@ -29,6 +29,8 @@ const membershipFinalizer = "retention.dev/membership"
 // SegmentReconciler keeps a Segment's membership current with its source's
 // scored snapshot: it evaluates the rule whenever the source's current
 // snapshot or the rule changes (a watch on the CustomerSource, not a timer).
+// The stale Segments of a source are evaluated together, in one scan of
+// the snapshot (segmentBatches).
 type SegmentReconciler struct {
 	client.Client
 	Recorder   EventRecorder
@@ -39,7 +41,8 @@ type SegmentReconciler struct {
 	// Metrics, when set, receives the segment metrics.
 	Metrics *metrics.Metrics
 
-	rules ruleCache
+	rules   ruleCache
+	batches segmentBatches
 }
 
 // +kubebuilder:rbac:groups=retention.dev,resources=segments,verbs=get;list;watch;update;patch
@@ -85,17 +88,17 @@ func (r *SegmentReconciler) evaluate(ctx context.Context, seg *retentionv1.Segme
 	if err != nil {
 		return "", err
 	}
-	now := r.Clock.Now()
-	stats, err := segment.Materialize(ctx, st, &segment.MaterializeParams{
-		Segment: seg.Namespace + "/" + seg.Name, SnapshotID: cs.Status.SnapshotID, Rule: rule, Now: now,
-	})
+	res, err := r.materialize(ctx, st, seg, cs, rule)
+	if err == nil {
+		err = res.err
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return "", waiting(retentionv1.ReasonSourceNotReady, "snapshot %d of customersource %s/%s is gone; waiting for the next", cs.Status.SnapshotID, cs.Namespace, cs.Name)
 	case err != nil:
 		return "", fmt.Errorf("evaluating segment: %w", err)
 	}
-	r.record(seg, stats, cs.Status.SnapshotID, now)
+	r.record(seg, res.stats, cs.Status.SnapshotID, res.now)
 	return readyMessage(seg), nil
 }
 
@@ -177,6 +180,7 @@ func (r *SegmentReconciler) finalize(ctx context.Context, seg *retentionv1.Segme
 			r.Metrics.ForgetSegment(seg.Namespace, seg.Name)
 		}
 		r.rules.forget(seg.UID)
+		r.batches.forget(seg)
 		return nil
 	})
 }

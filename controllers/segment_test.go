@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -241,5 +242,153 @@ func TestSegmentEmptyShowsZero(t *testing.T) {
 		if err != nil || !found || v != want {
 			t.Errorf("customersource status.%s = %v (%T, present %v, %v), want %d present", f, v, v, found, err, want)
 		}
+	}
+}
+
+// scanCounts counts the suite store's snapshot scans, by snapshot: only
+// segment evaluation scans snapshots, so it is the number of batches. It
+// also counts the incremental membership applies the store took, by
+// segment and snapshot.
+type scanCounts struct {
+	mu          sync.Mutex
+	n           map[int64]int
+	incremental map[string]int
+}
+
+func (c *scanCounts) addIncremental(segment string, snapshot int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.incremental == nil {
+		c.incremental = map[string]int{}
+	}
+	c.incremental[fmt.Sprintf("%s@%d", segment, snapshot)]++
+}
+
+func (c *scanCounts) getIncremental(segment string, snapshot int64) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.incremental[fmt.Sprintf("%s@%d", segment, snapshot)]
+}
+
+func (c *scanCounts) add(id int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[int64]int{}
+	}
+	c.n[id]++
+}
+
+func (c *scanCounts) get(id int64) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[id]
+}
+
+var suiteScans scanCounts
+
+// scanCountingStore is the suite's store, counting SnapshotScan calls.
+type scanCountingStore struct {
+	store.Store
+	scans *scanCounts
+}
+
+func (s *scanCountingStore) SnapshotScan(ctx context.Context, p *store.SnapshotScanParams, fn func(*customer.Scored) error) error {
+	s.scans.add(p.SnapshotID)
+	return s.Store.SnapshotScan(ctx, p, fn)
+}
+
+func (s *scanCountingStore) MembershipApply(ctx context.Context, p *store.MembershipApplyParams) (*store.MembershipDiff, error) {
+	diff, err := s.Store.MembershipApply(ctx, p)
+	if err == nil && p.Changes != nil {
+		s.scans.addIncremental(p.Segment, p.SnapshotID)
+	}
+	return diff, err
+}
+
+// TestSegmentsOneScan: the Segments of a source are evaluated together on
+// a new snapshot, in one scan, each with its own exact membership, entries
+// and exits, applied as changes to the membership the operator applied
+// before (an incremental apply).
+func TestSegmentsOneScan(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	cm, cs := createCSVSource(t, ns, "shop", "data", 300, 21, nil)
+	rules := []struct {
+		name, rule string
+		keep       func(*customer.Scored) bool
+	}{
+		{"loyal", "customer.frequency >= 2", func(c *customer.Scored) bool { return c.Features.Frequency >= 2 }},
+		{"at-risk", "customer.pAlive < 0.6", func(c *customer.Scored) bool { return c.Scores.PAlive < 0.6 }},
+		{"valuable", "customer.expectedValue > 20.0", func(c *customer.Scored) bool { return c.Scores.ExpectedValue > 20 }},
+		{"recent", "customer.recencyDays < 120", func(c *customer.Scored) bool { return c.Features.RecencyDays < 120 }},
+		{"failing", "10 / (customer.frequency - 1) > 2", func(c *customer.Scored) bool {
+			return c.Features.Frequency != 1 && 10/(c.Features.Frequency-1) > 2
+		}},
+	}
+	segs := make([]*retentionv1.Segment, len(rules))
+	for i, r := range rules {
+		segs[i] = &retentionv1.Segment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: r.name},
+			Spec: retentionv1.SegmentSpec{SourceRef: retentionv1.LocalObjectReference{Name: "shop"}, Rule: r.rule}}
+		if err := k8sClient.Create(ctx, segs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	onSnapshot := func(id int64) {
+		t.Helper()
+		for _, seg := range segs {
+			eventually(t, waitFor, func() error {
+				if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(seg), seg); err != nil {
+					return err
+				}
+				if seg.Status.SnapshotID != id || !isReady(seg.Status.Conditions) {
+					return fmt.Errorf("segment %s on snapshot %d (ready %v), want %d", seg.Name, seg.Status.SnapshotID, isReady(seg.Status.Conditions), id)
+				}
+				return nil
+			})
+		}
+	}
+	eventually(t, waitFor, readyIs(cs, func() []metav1.Condition { return cs.Status.Conditions }, metav1.ConditionTrue, retentionv1.ReasonSucceeded, "scored"))
+	snap1 := cs.Status.SnapshotID
+	onSnapshot(snap1)
+	before := make([]map[string]bool, len(rules))
+	for i, r := range rules {
+		before[i] = selectIDs(t, snap1, r.keep)
+	}
+
+	cm.Data["transactions.csv"] = string(transactionsCSV(300, 22))
+	if err := k8sClient.Update(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, func() error {
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(cs), cs); err != nil {
+			return err
+		}
+		if cs.Status.SnapshotID == snap1 {
+			return fmt.Errorf("not rescored yet")
+		}
+		return nil
+	})
+	snap2 := cs.Status.SnapshotID
+	onSnapshot(snap2)
+	if n := suiteScans.get(snap2); n != 1 {
+		t.Errorf("%d scans of snapshot %d for %d segments, want 1", n, snap2, len(segs))
+	}
+	changed := false
+	for i, r := range rules {
+		want := selectIDs(t, snap2, r.keep)
+		sameSet(t, members(t, ns+"/"+r.name), want)
+		st := segs[i].Status
+		if st.Size != int64(len(want)) || st.Entered != diff(want, before[i]) || st.Exited != diff(before[i], want) {
+			t.Errorf("%s: size %d entered %d exited %d, want %d/%d/%d", r.name, st.Size, st.Entered, st.Exited,
+				len(want), diff(want, before[i]), diff(before[i], want))
+		}
+		changed = changed || st.Entered+st.Exited > 0
+		if n := suiteScans.getIncremental(ns+"/"+r.name, snap2); n != 1 {
+			t.Errorf("%s: %d incremental applies on snapshot %d, want 1", r.name, n, snap2)
+		}
+	}
+	if !changed {
+		t.Fatal("degenerate test: the new data changed no membership")
 	}
 }

@@ -97,6 +97,13 @@ func runSuite(m *testing.M) int {
 	}
 	defer os.RemoveAll(storeDir)
 	suiteStores = NewStoreProvider("sqlite://"+filepath.Join(storeDir, "store.db"), store.Options{})
+	suiteStores.open = func(ctx context.Context, url string, opts store.Options) (store.Store, error) {
+		s, err := store.Open(ctx, url, opts)
+		if err != nil {
+			return nil, err
+		}
+		return &scanCountingStore{Store: s, scans: &suiteScans}, nil
+	}
 	// The outreach runner the local Job runner starts for each index, as
 	// a pod would run it.
 	suiteRunnerBinary = filepath.Join(storeDir, "retention-outreach")

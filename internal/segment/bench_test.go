@@ -273,3 +273,129 @@ func reportMaterialize(b *testing.B, s *Stats) {
 	b.ReportMetric(float64(s.Evaluated), "evaluated")
 	b.ReportMetric(float64(storetest.PeakRSS())/(1<<20), "peak-RSS-MiB")
 }
+
+// BenchmarkMaterializeBatch1M evaluates 1, 20 and 200 segments in one
+// scan of a 1,000,000-customer PostgreSQL snapshot (issue #19's scale
+// target: every segment of a source current within 60 s of a snapshot,
+// and at most 3 times the time of one segment). Initial applies new
+// segments (every member enters); NewSnapshot then evaluates the same
+// segments on a second snapshot in which every tenth customer's P(alive)
+// changed, as a rescoring does: the time from a new snapshot until every
+// segment is current, with a Baseline (only the changes are applied, as
+// the operator does). NewSnapshotFull does the same on a third snapshot
+// without one (every apply in full), for 1 and 20 segments. Run once per
+// size:
+//
+//	go test -run '^$' -bench MaterializeBatch1M -benchtime 1x ./internal/segment/
+func BenchmarkMaterializeBatch1M(b *testing.B) {
+	ctx := context.Background()
+	srv, err := pgtest.NewServer(&pgtest.Config{Settings: map[string]string{
+		"fsync": "", "synchronous_commit": "", "full_page_writes": "", "max_wal_size": "",
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Stop() })
+	st, err := postgres.Open(ctx, pgtest.NewDatabase(b, srv), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	write := func(changed func(i int) bool) int64 {
+		w, err := st.SnapshotWrite(ctx, &store.SnapshotWriteParams{Source: "bench/shop"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var c customer.Scored
+		for i := range benchCustomers {
+			storetest.Customer(i, &c)
+			if changed(i) {
+				c.Scores.PAlive = 1 - c.Scores.PAlive
+			}
+			if err := w.Add(&c); err != nil {
+				b.Fatal(err)
+			}
+		}
+		sn, err := w.Commit()
+		if err != nil {
+			b.Fatal(err)
+		}
+		return sn.ID
+	}
+	snap1 := write(func(int) bool { return false })
+	snap2 := write(func(i int) bool { return i%10 == 0 })
+	snap3 := write(func(i int) bool { return i%10 == 5 })
+	for _, n := range []int{1, 20, 200} {
+		p := &BatchParams{SnapshotID: snap1, Now: benchNow, Baseline: NewBaseline()}
+		for k, rule := range batchRules(n) {
+			r, err := Compile(rule, benchSchema)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p.Segments = append(p.Segments, BatchSegment{Segment: fmt.Sprintf("bench/n%d-%d", n, k), Rule: r})
+		}
+		for _, step := range []struct {
+			name     string
+			snapshot int64
+			full     bool
+		}{{"Initial", snap1, false}, {"NewSnapshot", snap2, false}, {"NewSnapshotFull", snap3, true}} {
+			if step.full && n > 20 {
+				continue // about 1.5 s a segment: the point is made with 20
+			}
+			b.Run(fmt.Sprintf("Segments=%d/%s", n, step.name), func(b *testing.B) {
+				p.SnapshotID = step.snapshot
+				if step.full {
+					p.Baseline = nil
+				}
+				var res []BatchResult
+				debug.FreeOSMemory()
+				storetest.ResetPeakRSS()
+				b.ResetTimer()
+				for range b.N {
+					if res, err = MaterializeBatch(ctx, st, p); err != nil {
+						b.Fatal(err)
+					}
+				}
+				var members, changed int64
+				for _, r := range res {
+					if r.Err != nil {
+						b.Fatal(r.Err)
+					}
+					members += r.Stats.Size
+					changed += r.Stats.Entered + r.Stats.Exited
+				}
+				b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/op-wall")
+				b.ReportMetric(float64(members)/float64(n), "members/segment")
+				b.ReportMetric(float64(changed)/float64(n), "changed/segment")
+				b.ReportMetric(float64(storetest.PeakRSS())/(1<<20), "peak-RSS-MiB")
+			})
+		}
+	}
+}
+
+// batchRules returns n rules of five shapes (a score threshold, two
+// clauses on features and scores, an attribute and a score, a custom
+// score or an attribute, the four-clause benchRule with other thresholds),
+// with thresholds spread so that shares range from a few percent to most
+// of the population.
+func batchRules(n int) []string {
+	countries := []string{"DE", "IR", "FR", "US", "BR"}
+	rules := make([]string, n)
+	for k := range rules {
+		f := float64((k*37)%100) / 100
+		switch k % 5 {
+		case 0:
+			rules[k] = fmt.Sprintf(`customer.pAlive < %.2f`, 0.05+0.9*f)
+		case 1:
+			rules[k] = fmt.Sprintf(`customer.frequency >= %d && customer.expectedValue > %.1f`, 1+k%4, 150*f*f)
+		case 2:
+			rules[k] = fmt.Sprintf(`customer.attributes.country == "%s" && customer.pAlive > %.2f`, countries[k%5], f)
+		case 3:
+			rules[k] = fmt.Sprintf(`customer.custom.churn_risk > %.2f || customer.attributes.vip`, f)
+		default:
+			rules[k] = fmt.Sprintf(`customer.pAlive < %.2f && customer.recencyDays <= %d && customer.frequency >= 1 && customer.expectedValue > %.1f`,
+				0.2+0.6*f, 60+(k*7)%600, 100*f)
+		}
+	}
+	return rules
+}

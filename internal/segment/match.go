@@ -64,10 +64,17 @@ func (m *Matcher) Match(c *customer.Scored) (bool, error) {
 	return ok, err
 }
 
-// matchRecord evaluates a record copied by copyRecord.
-func (m *Matcher) matchRecord(r *record) (bool, error) {
+// matchSlots evaluates a record copied for a batch's layout; slots map
+// the rule's attribute and custom score slots to the record's.
+func (m *Matcher) matchSlots(r *record, slots *ruleSlots) (bool, error) {
+	for i, u := range slots.attrs {
+		m.attrs[i] = r.attrs[u]
+	}
+	for i, u := range slots.customs {
+		m.custom[i], m.customOK[i] = r.custom[u], r.customOK[u]
+	}
 	a := &m.act
-	a.c, a.attrs, a.custom, a.customOK = &r.c, r.attrs, r.custom, r.customOK
+	a.c, a.attrs, a.custom, a.customOK = &r.c, m.attrs, m.custom, m.customOK
 	return m.eval()
 }
 
@@ -202,7 +209,8 @@ var typeNames = map[string]bool{
 }
 
 // record is a customer copied out of a scan: the scalar fields by value,
-// the rule's attributes and custom scores in slots, no maps.
+// the attributes and custom scores a batch's rules read in slots (see
+// layout), no maps.
 type record struct {
 	c        customer.Scored
 	attrs    []any
@@ -210,25 +218,25 @@ type record struct {
 	customOK []bool
 }
 
-func newRecord(r *Rule) record {
+func (l *layout) newRecord() record {
 	return record{
-		attrs:    make([]any, len(r.attrs)),
-		custom:   make([]float64, len(r.customs)),
-		customOK: make([]bool, len(r.customs)),
+		attrs:    make([]any, len(l.attrs)),
+		custom:   make([]float64, len(l.customs)),
+		customOK: make([]bool, len(l.customs)),
 	}
 }
 
-// copyFrom copies what the rule reads of c (and the id and expected
-// value). Attribute values are immutable once decoded, so they are shared,
-// not copied.
-func (rec *record) copyFrom(r *Rule, c *customer.Scored) {
+// copyFrom copies what the layout's rules read of c (and the id and
+// expected value). Attribute values are immutable once decoded, so they
+// are shared, not copied.
+func (rec *record) copyFrom(l *layout, c *customer.Scored) {
 	rec.c = *c
 	rec.c.Attributes = nil
 	rec.c.Scores.Custom = nil
-	for i, k := range r.attrs {
+	for i, k := range l.attrs {
 		rec.attrs[i] = c.Attributes[k]
 	}
-	for i, k := range r.customs {
+	for i, k := range l.customs {
 		rec.custom[i], rec.customOK[i] = c.Scores.Custom[k]
 	}
 }

@@ -169,29 +169,45 @@ func sameSet(a, b map[string]bool) string {
 	return fmt.Sprintf("%d unexpected members %.5v, %d missing %.5v", len(extra), extra, len(missing), missing)
 }
 
-// TestMaterialize applies rules to two snapshots in which customers come,
-// go and change, on both drivers and every evaluation mode, and checks
-// the stored membership, entries and exits against a plain-Go oracle.
-func TestMaterialize(t *testing.T) {
-	t.Parallel()
-	ruleAtRisk := `customer.pAlive < 0.5`
-	atRisk := func(c *customer.Scored) (bool, bool) { return c.Scores.PAlive < 0.5, false }
-	ruleEdited := `customer.pAlive < 0.3 || customer.attributes.country == "IR"`
-	edited := func(c *customer.Scored) (bool, bool) {
+// storeSchema is the schema testRules compile against (storetest.Customer's attributes).
+var storeSchema = Schema{
+	Attributes:   map[string]customer.AttributeType{"country": customer.String, "vip": customer.Bool, "signup": customer.Timestamp},
+	CustomScores: []string{"churn_risk"},
+}
+
+// testRules are rules and their plain-Go oracles: at risk, an edit of it
+// reading an attribute, one failing for some customers, one reading a
+// custom score and another attribute.
+var testRules = []struct {
+	rule   string
+	oracle oracle
+}{
+	{`customer.pAlive < 0.5`, func(c *customer.Scored) (bool, bool) { return c.Scores.PAlive < 0.5, false }},
+	{`customer.pAlive < 0.3 || customer.attributes.country == "IR"`, func(c *customer.Scored) (bool, bool) {
 		return c.Scores.PAlive < 0.3 || c.Attributes["country"] == "IR", false
-	}
-	ruleDivides := `100 / (customer.frequency - 3) > 0`
-	divides := func(c *customer.Scored) (bool, bool) {
+	}},
+	{`100 / (customer.frequency - 3) > 0`, func(c *customer.Scored) (bool, bool) {
 		d := c.Features.Frequency - 3
 		if d == 0 {
 			return false, true
 		}
 		return 100/d > 0, false
-	}
-	schema := Schema{
-		Attributes:   map[string]customer.AttributeType{"country": customer.String, "vip": customer.Bool, "signup": customer.Timestamp},
-		CustomScores: []string{"churn_risk"},
-	}
+	}},
+	{`customer.attributes.vip && customer.custom.churn_risk > 0.2`, func(c *customer.Scored) (bool, bool) {
+		vip, _ := c.Attributes["vip"].(bool)
+		return vip && c.Scores.Custom["churn_risk"] > 0.2, false
+	}},
+}
+
+// TestMaterialize applies rules to two snapshots in which customers come,
+// go and change, on both drivers and every evaluation mode, and checks
+// the stored membership, entries and exits against a plain-Go oracle.
+func TestMaterialize(t *testing.T) {
+	t.Parallel()
+	ruleAtRisk, atRisk := testRules[0].rule, testRules[0].oracle
+	ruleEdited, edited := testRules[1].rule, testRules[1].oracle
+	ruleDivides, divides := testRules[2].rule, testRules[2].oracle
+	schema := storeSchema
 	p1, p2 := population1(), population2()
 
 	for _, d := range drivers {
@@ -300,6 +316,99 @@ func TestMaterializeFailures(t *testing.T) {
 			for _, p := range []*MaterializeParams{nil, {Segment: "ns/x", SnapshotID: s2}} {
 				if _, err := Materialize(ctx, st, p); err == nil || !strings.Contains(err.Error(), "segment") {
 					t.Errorf("Materialize(%+v) = %v", p, err)
+				}
+			}
+		})
+	}
+}
+
+// TestMaterializeBatch evaluates every test rule in one scan, on both
+// drivers and every evaluation mode, checks each segment against its
+// oracle and against the same rule materialized alone, then a batch in
+// which one segment is already on a newer snapshot: that segment's result
+// is ErrConflict and unchanged, the others are applied.
+func TestMaterializeBatch(t *testing.T) {
+	t.Parallel()
+	p1, p2 := population1(), population2()
+	for _, d := range drivers {
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			st := d.open(t)
+			s1 := writeSnapshot(t, st, p1)
+			s2 := writeSnapshot(t, st, p2)
+			for _, workers := range []int{-1, 0, 2} {
+				t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
+					batch := &BatchParams{SnapshotID: s1, Now: testNow, Workers: workers, Applies: 3}
+					for k, tr := range testRules {
+						batch.Segments = append(batch.Segments, BatchSegment{
+							Segment: fmt.Sprintf("ns/batch-%d-%d", workers, k), Rule: mustCompile(t, tr.rule, storeSchema),
+						})
+					}
+					res, err := MaterializeBatch(ctx, st, batch)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for k, r := range res {
+						tr := testRules[k]
+						if r.Err != nil || r.Segment != batch.Segments[k].Segment {
+							t.Fatalf("%q: result %+v", tr.rule, r)
+						}
+						want, value, errs := expect(p1, tr.oracle)
+						if msg := sameSet(storedMembers(t, st, r.Segment), want); msg != "" {
+							t.Errorf("%q: %s", tr.rule, msg)
+						}
+						alone, err := Materialize(ctx, st, &MaterializeParams{
+							Segment: r.Segment + "-alone", SnapshotID: s1, Rule: batch.Segments[k].Rule, Now: testNow, Workers: workers,
+						})
+						if err != nil {
+							t.Fatal(err)
+						}
+						if *alone != *r.Stats {
+							t.Errorf("%q: in a batch %+v, alone %+v", tr.rule, *r.Stats, *alone)
+						}
+						if r.Stats.Size != int64(len(want)) || r.Stats.Entered != int64(len(want)) || r.Stats.Errors != errs ||
+							math.Abs(r.Stats.Value-value) > 1e-6*value {
+							t.Errorf("%q: stats %+v, want %d members, value %v, %d errors", tr.rule, *r.Stats, len(want), value, errs)
+						}
+						if len(want) == 0 || len(want) == len(p1) {
+							t.Errorf("%q: degenerate test, %d members", tr.rule, len(want))
+						}
+					}
+
+					// Segment 0 moves on to snapshot 2 alone; a batch on
+					// snapshot 2 then 1 conflicts for it only.
+					ahead := batch.Segments[0]
+					if _, err := Materialize(ctx, st, &MaterializeParams{Segment: ahead.Segment, SnapshotID: s2, Rule: ahead.Rule, Now: testNow}); err != nil {
+						t.Fatal(err)
+					}
+					before := storedMembers(t, st, ahead.Segment)
+					batch.SnapshotID = s1
+					res, err = MaterializeBatch(ctx, st, batch)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !errors.Is(res[0].Err, store.ErrConflict) || res[0].Stats != nil {
+						t.Errorf("segment on a newer snapshot: %+v, want ErrConflict", res[0])
+					}
+					if msg := sameSet(storedMembers(t, st, ahead.Segment), before); msg != "" {
+						t.Errorf("the conflicting segment changed: %s", msg)
+					}
+					for _, r := range res[1:] {
+						if r.Err != nil || r.Stats.Entered != 0 || r.Stats.Exited != 0 {
+							t.Errorf("re-applied on the same snapshot: %+v", r)
+						}
+					}
+				})
+			}
+			r := mustCompile(t, `true`, Schema{})
+			for name, p := range map[string]*BatchParams{
+				"no segments": {SnapshotID: s1},
+				"a key twice": {SnapshotID: s1, Segments: []BatchSegment{{"ns/a", r}, {"ns/a", r}}},
+				"no rule":     {SnapshotID: s1, Segments: []BatchSegment{{"ns/a", r}, {"ns/b", nil}}},
+			} {
+				if _, err := MaterializeBatch(ctx, st, p); err == nil {
+					t.Errorf("%s: no error", name)
 				}
 			}
 		})

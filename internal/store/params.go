@@ -71,8 +71,15 @@ func (p *MembershipApplyParams) Validate() error {
 	if p.SnapshotID <= 0 {
 		return invalid("snapshot id %d", p.SnapshotID)
 	}
-	if p.Members == nil {
-		return invalid("nil Members")
+	switch c := p.Changes; {
+	case c == nil && p.Members == nil:
+		return invalid("neither Members nor Changes")
+	case c != nil && p.Members != nil:
+		return invalid("both Members and Changes")
+	case c != nil && (c.Entered == nil || c.Exited == nil):
+		return invalid("nil Changes.Entered or Changes.Exited")
+	case c != nil && c.BaseVersion <= 0:
+		return invalid("base version %d", c.BaseVersion)
 	}
 	return checkKey("segment", p.Segment)
 }

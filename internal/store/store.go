@@ -46,6 +46,15 @@ var (
 	// ErrSchema is returned by Open with NoMigrate when the database's
 	// schema version is not the one this binary needs.
 	ErrSchema = errors.New("store: schema version mismatch")
+	// ErrBaseMoved is returned by an incremental MembershipApply (Changes
+	// set) when the stored membership is no longer the one the changes
+	// were computed against (its Version differs): nothing changed, and
+	// the caller applies the whole membership instead.
+	ErrBaseMoved = errors.New("store: membership moved since its base version")
+	// ErrUnavailable marks an error caused by the store's database being
+	// unreachable (refused or lost connection, server shutting down): a
+	// condition to wait out, not a fault of the request. See IsUnavailable.
+	ErrUnavailable = errors.New("store: unavailable")
 )
 
 // Clock gives the time the store writes into every timestamp it records.
@@ -132,7 +141,10 @@ type SnapshotStore interface {
 type MembershipStore interface {
 	// MembershipApply replaces a segment's membership with Members,
 	// computing exact entries and exits against the previous membership in
-	// one transaction: either all of it applies or none.
+	// one transaction: either all of it applies or none. With Changes set
+	// instead, it adds and removes only the customers given, provided the
+	// stored membership is still at Changes.BaseVersion (else
+	// ErrBaseMoved): the cost follows the change, not the membership.
 	MembershipApply(ctx context.Context, params *MembershipApplyParams) (*MembershipDiff, error)
 	// MembershipScan streams a segment's members to fn (reused between
 	// calls, as in SnapshotScan), optionally only those that entered at or
@@ -394,8 +406,33 @@ type MembershipApplyParams struct {
 	// not be older than the one last applied (ErrConflict).
 	SnapshotID int64
 	// Members yields the customer ids of the new membership (duplicates
-	// are ignored). An error stops the apply and nothing changes.
+	// are ignored). An error stops the apply and nothing changes. Exactly
+	// one of Members and Changes is set.
 	Members iter.Seq2[string, error]
+	// Changes, when set, describe the new membership as a change of the
+	// stored one (an incremental apply).
+	Changes *MembershipChanges
+}
+
+// MembershipChanges are the customers that enter and exit a segment's
+// membership, computed by the caller against the membership at
+// BaseVersion. Duplicates in Entered or in Exited are ignored. Exits apply
+// first: a customer in both leaves (counted if it was a member), then
+// enters anew (counted): a member afterwards, entered on the apply's
+// SnapshotID.
+type MembershipChanges struct {
+	// BaseVersion is the Version of the membership the changes were
+	// computed against (from MembershipDiff or Membership). When the stored
+	// membership has another version, the apply fails with ErrBaseMoved and
+	// nothing changes.
+	BaseVersion int64
+	// Entered yields the customers that join: each becomes a member that
+	// entered on the apply's SnapshotID (one already a member is left as
+	// it is, and not counted).
+	Entered iter.Seq2[string, error]
+	// Exited yields the customers that leave (one not a member is
+	// ignored, and not counted).
+	Exited iter.Seq2[string, error]
 }
 
 // MembersFromSlice adapts a slice of customer ids to
@@ -419,6 +456,11 @@ type MembershipDiff struct {
 	// PreviousSnapshotID is the snapshot of the membership replaced (0 for
 	// the first apply).
 	PreviousSnapshotID int64
+	// Version identifies the membership this apply left: it grows with
+	// every apply of the segment (full or incremental), so a caller that
+	// remembers the members of Version can send only the changes next
+	// time (MembershipChanges.BaseVersion).
+	Version int64
 }
 
 // Membership summarises a segment's membership.
@@ -429,6 +471,8 @@ type Membership struct {
 	SnapshotID int64
 	Size       int64
 	UpdatedAt  time.Time
+	// Version is the membership's version (see MembershipDiff.Version).
+	Version int64
 }
 
 // MembershipScanParams select members.

@@ -265,3 +265,16 @@ func benchAudience(b *testing.B) (url string, s *postgres.Store, snapshotID int6
 	snapshotID, segment = storetest.BenchAudience(b, s, n)
 	return url, s, snapshotID, segment, n
 }
+
+// BenchmarkMembershipApply moves a 300,000-member segment on by 1%,
+// applied in full and as changes:
+//
+//	go test -run '^$' -bench MembershipApply -benchtime 3x ./internal/store/postgres/
+func BenchmarkMembershipApply(b *testing.B) {
+	s, err := postgres.Open(context.Background(), pgtest.NewDatabase(b, stockServer(b)), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.BenchMembershipApply(b, s, storetest.BenchMembers)
+}

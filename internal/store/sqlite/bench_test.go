@@ -66,3 +66,16 @@ func benchAudience(b *testing.B) (s *Store, snapshotID int64, segment string, n 
 	snapshotID, segment = storetest.BenchAudience(b, s, n)
 	return s, snapshotID, segment, n
 }
+
+// BenchmarkMembershipApply moves a 300,000-member segment on by 1%,
+// applied in full and as changes, in a database file on disk:
+//
+//	go test -run '^$' -bench MembershipApply -benchtime 3x ./internal/store/sqlite/
+func BenchmarkMembershipApply(b *testing.B) {
+	s, err := OpenPath(context.Background(), filepath.Join(b.TempDir(), "bench.db"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.BenchMembershipApply(b, s, storetest.BenchMembers)
+}

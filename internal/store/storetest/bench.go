@@ -348,3 +348,54 @@ func BenchMeasure(b *testing.B, s store.Store, snapshotID int64, segment string,
 	}
 	ReportRows(b, total, n)
 }
+
+// BenchMembers is the segment size of the membership benchmarks.
+const BenchMembers = 300_000
+
+// BenchMembershipApply times moving an n-member segment on by 1% (n/100
+// members exit, as many enter), on a new snapshot each iteration: Full
+// sends the whole new membership, Incremental1pct only the change, against
+// the version the previous apply left. Each sub-benchmark first applies
+// its own segment in full (untimed).
+func BenchMembershipApply(b *testing.B, s store.Store, n int) {
+	b.Run("Full", func(b *testing.B) { benchApply(b, s, n, false) })
+	b.Run("Incremental1pct", func(b *testing.B) { benchApply(b, s, n, true) })
+}
+
+// benchSegments numbers the membership benchmarks' segments within the
+// process.
+var benchSegments int
+
+func benchApply(b *testing.B, s store.Store, n int, incremental bool) {
+	ctx := context.Background()
+	benchSegments++
+	segment := "bench/members-" + strconv.Itoa(benchSegments)
+	k := n / 100
+	// Iteration i moves the membership from ids[i*k:][:n] to
+	// ids[(i+1)*k:][:n].
+	ids := make([]string, n+k*b.N)
+	for i := range ids {
+		ids[i] = string(appendPadded([]byte("m"), i, 8))
+	}
+	diff, err := s.MembershipApply(ctx, &store.MembershipApplyParams{Segment: segment, SnapshotID: 1, Members: store.MembersFromSlice(ids[:n])})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		p := &store.MembershipApplyParams{Segment: segment, SnapshotID: int64(i + 2)}
+		from := i * k
+		if incremental {
+			p.Changes = &store.MembershipChanges{BaseVersion: diff.Version,
+				Exited: store.MembersFromSlice(ids[from : from+k]), Entered: store.MembersFromSlice(ids[from+n : from+n+k])}
+		} else {
+			p.Members = store.MembersFromSlice(ids[from+k : from+k+n])
+		}
+		if diff, err = s.MembershipApply(ctx, p); err != nil {
+			b.Fatal(err)
+		}
+		if diff.Entered != int64(k) || diff.Exited != int64(k) || diff.Size != int64(n) {
+			b.Fatalf("apply %d = %+v, want %d entered and exited of %d", i, diff, k, n)
+		}
+	}
+}
