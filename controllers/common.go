@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
@@ -105,7 +106,11 @@ func setCondition(obj conditionsHolder, typ string, status metav1.ConditionStatu
 
 // markReady records the outcome of a reconciliation in the conditions:
 // nil is Ready=True with the given reason and message; a waiting or stalled
-// error is Ready=False with its reason and message.
+// error is Ready=False with its reason and message; any other error that
+// shows the store's database unreachable (store.IsUnavailable: a refused
+// or lost connection, the server shutting down), wherever in the reconcile
+// it came from, is Ready=False reason=StoreUnavailable; anything else is
+// Ready=False reason=Progressing with the error.
 func markReady(obj conditionsHolder, err error, okReason, okMessage string) {
 	obj.SetObservedGeneration(obj.GetGeneration())
 	var w *waitingError
@@ -132,6 +137,9 @@ func markReady(obj conditionsHolder, err error, okReason, okMessage string) {
 	case errors.As(err, &w):
 		setCondition(obj, retentionv1.ConditionReady, metav1.ConditionFalse, w.Reason, w.Message)
 		meta.RemoveStatusCondition(obj.GetConditions(), retentionv1.ConditionStalled)
+	case store.IsUnavailable(err):
+		setCondition(obj, retentionv1.ConditionReady, metav1.ConditionFalse, retentionv1.ReasonStoreUnavailable, storeUnreachable(err))
+		meta.RemoveStatusCondition(obj.GetConditions(), retentionv1.ConditionStalled)
 	default:
 		setCondition(obj, retentionv1.ConditionReady, metav1.ConditionFalse, retentionv1.ReasonProgressing, err.Error())
 	}
@@ -154,11 +162,47 @@ func newStatusPatcher(c client.Client, obj conditionsHolder) *statusPatcher {
 	return &statusPatcher{client: c, before: obj.DeepCopyObject().(conditionsHolder)}
 }
 
+// storeRetry is how soon a reconcile that found the store unreachable
+// runs again: often enough that the objects recover within seconds of the
+// database's return, seldom enough that an outage of any length costs each
+// object a failed connect every few seconds, not a hot loop (nor the
+// doubling backoff of controller-runtime, which after a few minutes of
+// outage waits many minutes past the database's return).
+const storeRetry = 10 * time.Second
+
+// storeUnreachable is the Ready message of a store outage: the driver's
+// error, which names the store's address and the call, never a customer.
+func storeUnreachable(err error) string {
+	return "store unreachable: " + err.Error()
+}
+
+// storeOutage reports whether a reconcile's outcome is the store being
+// unreachable: a waiting error with reason StoreUnavailable (the store
+// could not be opened, a snapshot not started) or an error that
+// store.IsUnavailable recognizes and that no reconciler turned into a
+// waiting, stalled, progress or done outcome.
+func storeOutage(err error) bool {
+	var w *waitingError
+	if errors.As(err, &w) {
+		return w.Reason == retentionv1.ReasonStoreUnavailable
+	}
+	var s *stalledError
+	var pr *progressError
+	var d *doneError
+	if errors.As(err, &s) || errors.As(err, &pr) || errors.As(err, &d) {
+		return false
+	}
+	return store.IsUnavailable(err)
+}
+
 // requeue says when a reconcile wants to run again.
 type requeue struct {
 	// Retry is the wait after a waiting error (a missing dependency that no
 	// watch reports). If zero, retryAfter's default.
 	Retry time.Duration
+	// Outage, when above zero, is the wait after the store was found
+	// unreachable. If zero, storeRetry, or Retry when that is shorter.
+	Outage time.Duration
 	// Next, when above zero, brings the object back after a success or
 	// while work progresses: a campaign's next slot, a run's window end, a
 	// source's next refresh. Zero: only watches bring it back.
@@ -168,16 +212,22 @@ type requeue struct {
 // finish is the one way a reconcile ends: it sets Ready from err (okMessage
 // when err is nil) and Reconciling/Stalled per kstatus, records an Event if
 // Ready changed, patches the status when it changed, and turns err into a
-// result: stalled is not retried, waiting retries after q.Retry, progress
-// and success come back after q.Next, anything else is returned so
-// controller-runtime backs off.
+// result: stalled is not retried, waiting retries after q.Retry, a store
+// outage after q.Outage (storeRetry), progress and success come back after
+// q.Next, anything else is returned so controller-runtime backs off.
 func (p *statusPatcher) finish(ctx context.Context, rec EventRecorder, obj conditionsHolder, err error, okMessage string, q requeue) (reconcile.Result, error) {
 	markReady(obj, err, retentionv1.ReasonSucceeded, okMessage)
 	eventForTransition(rec, obj, *p.before.GetConditions())
 	if perr := p.Patch(ctx, obj); perr != nil {
 		return reconcile.Result{}, perr
 	}
-	return requeueFor(err, q)
+	res, rerr := requeueFor(err, q)
+	if storeOutage(err) {
+		// Not returned to controller-runtime (its doubling backoff would
+		// outlast the outage), so logged here.
+		log.FromContext(ctx).Info("store unavailable; retrying", "after", res.RequeueAfter, "error", err.Error())
+	}
+	return res, rerr
 }
 
 // getReference reads a referenced object of this API; a missing one is a
@@ -234,8 +284,10 @@ func eventForTransition(rec EventRecorder, obj conditionsHolder, before []metav1
 
 // requeueFor turns a reconciliation error into a result: a stalled spec is
 // not retried (a spec change brings it back), a missing dependency waits for
-// its watch or retries after q.Retry, success and progress come back after
-// q.Next (if set), anything else is returned so controller-runtime backs off.
+// its watch or retries after q.Retry, an unreachable store (storeOutage) is
+// tried again after q.Outage (storeRetry by default), success and progress
+// come back after q.Next (if set), anything else is returned so
+// controller-runtime backs off.
 func requeueFor(err error, q requeue) (reconcile.Result, error) {
 	var w *waitingError
 	var s *stalledError
@@ -246,11 +298,25 @@ func requeueFor(err error, q requeue) (reconcile.Result, error) {
 		return reconcile.Result{RequeueAfter: max(q.Next, 0)}, nil
 	case errors.As(err, &s), errors.As(err, &d):
 		return reconcile.Result{}, nil
+	case storeOutage(err):
+		return reconcile.Result{RequeueAfter: outageRetry(q)}, nil
 	case errors.As(err, &w):
 		return reconcile.Result{RequeueAfter: retryAfter(q.Retry)}, nil
 	default:
 		return reconcile.Result{}, err
 	}
+}
+
+// outageRetry is the wait after a store outage: q.Outage if set, else
+// storeRetry or q.Retry, whichever is shorter.
+func outageRetry(q requeue) time.Duration {
+	if q.Outage > 0 {
+		return q.Outage
+	}
+	if q.Retry > 0 && q.Retry < storeRetry {
+		return q.Retry
+	}
+	return storeRetry
 }
 
 // referrers maps an object to the reconcile requests of the objects in its

@@ -120,7 +120,9 @@ func (r *CustomerSourceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		r.countScoring(&cs, "failure")
 	}
 	cs.Status.NextScoredTime = &metav1.Time{Time: next}
-	return patcher.finish(ctx, r.Recorder, &cs, err, msg, requeue{Retry: next.Sub(now), Next: next.Sub(now)})
+	// A store outage is retried on the failure backoff too: a scoring
+	// costs a read of the source and a fit before it writes anything.
+	return patcher.finish(ctx, r.Recorder, &cs, err, msg, requeue{Retry: next.Sub(now), Outage: next.Sub(now), Next: next.Sub(now)})
 }
 
 // latest reads the source uncached (APIReader), or returns cs when the
@@ -200,7 +202,10 @@ func (r *CustomerSourceReconciler) score(ctx context.Context, cs *retentionv1.Cu
 	var bands riskBands
 	emit := func(c *customer.Scored) error {
 		bands.add(c.Scores.PAlive)
-		return w.Add(c)
+		if err := w.Add(c); err != nil {
+			return &snapshotWriteError{err: err}
+		}
+		return nil
 	}
 	res, err := scoring.Score(ctx, newReader(cs, in), opts, emit)
 	if err != nil {
@@ -225,13 +230,27 @@ func (r *CustomerSourceReconciler) score(ctx context.Context, cs *retentionv1.Cu
 	return fmt.Sprintf("scored %d customers with %s (%s)", res.Customers, res.Selected, selectionText(res)), nil
 }
 
-// scoringFailure maps a scoring error to a condition: bad data waits for
-// better data (the previous snapshot stays current), a custom score that
-// cannot compile stalls until the spec changes.
+// snapshotWriteError is the snapshot writer's error, as it comes back
+// through scoring (which wraps it): it tells a store that went away while
+// the rows were written from a source that could not be read (whose
+// errors may be network errors too: an HTTP or PostgreSQL source).
+type snapshotWriteError struct{ err error }
+
+func (e *snapshotWriteError) Error() string { return e.err.Error() }
+func (e *snapshotWriteError) Unwrap() error { return e.err }
+
+// scoringFailure maps a scoring error to a condition: a snapshot write
+// cut off by the store's outage waits for the store (StoreUnavailable),
+// bad data waits for better data (the previous snapshot stays current), a
+// custom score that cannot compile stalls until the spec changes.
 func (r *CustomerSourceReconciler) scoringFailure(cs *retentionv1.CustomerSource, err error) error {
 	var tooMany *source.TooManyRejectedError
 	var missing *source.MissingColumnError
 	var custom *scoring.CustomScoreError
+	var write *snapshotWriteError
+	if errors.As(err, &write) && store.IsUnavailable(write.err) {
+		return waiting(retentionv1.ReasonStoreUnavailable, "%s", storeUnreachable(fmt.Errorf("writing the snapshot: %w", write.err)))
+	}
 	switch {
 	case errors.As(err, &tooMany):
 		cs.Status.RejectedRows = tooMany.Report.Rejected

@@ -85,8 +85,10 @@ type Server struct {
 	dir     string // temporary folder: data/, socket, log
 	bin     string // directory holding initdb, pg_ctl, postgres
 	asUser  string // "postgres" when running as root, else ""
+	opts    string // the server's -c settings, port included, for Up
 	dbCount atomic.Int64
 	stopped atomic.Bool
+	down    atomic.Bool // Down and not Up again
 }
 
 // Start starts a server for one test and returns the DSN of a fresh
@@ -143,7 +145,7 @@ func NewDatabase(t testing.TB, s *Server) string {
 		t.Fatalf("pgtest: %v", err)
 	}
 	t.Cleanup(func() {
-		if s.stopped.Load() {
+		if s.stopped.Load() || s.down.Load() {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -267,8 +269,8 @@ func NewServer(cfg *Config) (*Server, error) {
 		for _, k := range keys {
 			opts = append(opts, "-c "+k+"="+quoteOpt(settings[k]))
 		}
-		out, err := s.run(2*time.Minute, "pg_ctl", "start", "-w", "-t", "90", "-D", data,
-			"-l", filepath.Join(s.dir, "postgres.log"), "-o", strings.Join(opts, " "))
+		s.opts = strings.Join(opts, " ")
+		out, err := s.start()
 		if err == nil {
 			s.Port = port
 			return s, nil
@@ -283,18 +285,67 @@ func NewServer(cfg *Config) (*Server, error) {
 	return fail(lastErr)
 }
 
+// start runs pg_ctl start on the data directory with the server's settings
+// and waits until it accepts connections.
+func (s *Server) start() ([]byte, error) {
+	return s.run(2*time.Minute, "pg_ctl", "start", "-w", "-t", "90", "-D", filepath.Join(s.dir, "data"),
+		"-l", filepath.Join(s.dir, "postgres.log"), "-o", s.opts)
+}
+
 // Stop stops the server immediately (no checkpoint) and removes its files.
-// Stopping twice is a no-op.
+// Stopping twice, or a server that is Down, is fine.
 func (s *Server) Stop() error {
 	if s.stopped.Swap(true) {
 		return nil
 	}
-	out, err := s.run(time.Minute, "pg_ctl", "stop", "-m", "immediate", "-w", "-D", filepath.Join(s.dir, "data"))
+	var out []byte
+	var err error
+	if !s.down.Load() {
+		out, err = s.run(time.Minute, "pg_ctl", "stop", "-m", "immediate", "-w", "-D", filepath.Join(s.dir, "data"))
+	}
 	rmErr := os.RemoveAll(s.dir)
 	if err != nil {
 		return fmt.Errorf("pg_ctl stop: %w\n%s", err, out)
 	}
 	return rmErr
+}
+
+// Down stops the server as an administrator's stop or a failover would
+// (fast shutdown: every connection is cut, open transactions are rolled
+// back, committed ones are kept) but keeps its data directory and port, so
+// that Up brings the same databases back at the same DSNs: an outage of the
+// database, for tests of the clients that must ride it out. (Not an
+// immediate shutdown: with DefaultSettings' synchronous_commit=off a crash
+// loses the last commits, which a production server would not.)
+func (s *Server) Down() error {
+	if s.stopped.Load() {
+		return errors.New("pgtest: Down: the server was stopped")
+	}
+	if s.down.Swap(true) {
+		return nil
+	}
+	if out, err := s.run(time.Minute, "pg_ctl", "stop", "-m", "fast", "-w", "-D", filepath.Join(s.dir, "data")); err != nil {
+		return fmt.Errorf("pgtest: Down: pg_ctl stop: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// Up starts a server that is Down again, on the same port with the same
+// settings, and returns once it accepts connections (after crash
+// recovery).
+func (s *Server) Up() error {
+	if s.stopped.Load() {
+		return errors.New("pgtest: Up: the server was stopped")
+	}
+	if !s.down.Load() {
+		return nil
+	}
+	if out, err := s.start(); err != nil {
+		log, _ := os.ReadFile(filepath.Join(s.dir, "postgres.log"))
+		return fmt.Errorf("pgtest: Up: pg_ctl start on port %d: %w\n%s\n%s", s.Port, err, out, tail(log, 2000))
+	}
+	s.down.Store(false)
+	return nil
 }
 
 // run runs one of the server's binaries, as the postgres user when the

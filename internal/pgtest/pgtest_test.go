@@ -65,3 +65,56 @@ func TestNewDatabaseIsolated(t *testing.T) {
 		t.Errorf("server_encoding = %q, want UTF8", got)
 	}
 }
+
+// TestDownUp: a server taken Down refuses connections, and Up brings it
+// back on the same DSN with the committed data; a transaction open at Down
+// is gone.
+func TestDownUp(t *testing.T) {
+	t.Parallel()
+	s, err := pgtest.NewServer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	dsn := pgtest.NewDatabase(t, s)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE TABLE kept (x int); INSERT INTO kept VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO kept VALUES (2)"); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := s.Down(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1"); err == nil {
+		t.Error("a connection made before Down still works")
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if c, err := pgx.Connect(cctx, dsn); err == nil {
+		c.Close(ctx)
+		t.Fatal("connected to a server that is Down")
+	}
+
+	if err := s.Up(); err != nil {
+		t.Fatal(err)
+	}
+	if got := query(t, dsn, "SELECT string_agg(x::text, ',') FROM kept"); got != "1" {
+		t.Errorf("after Up the table holds %q, want the committed row only (1)", got)
+	}
+}

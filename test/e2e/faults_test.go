@@ -99,7 +99,7 @@ func startFaultsWorld(t *testing.T, runnerArgs ...string) *world {
 	w.apply(t, "testdata/platform.yaml")
 	w.waitSourceScored(t, "shop", shopCustomers, 0)
 	w.apply(t, "testdata/faults.yaml")
-	w.run(t, nil, "wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", "segment/recent", "channel/slow-webhook")
+	w.run(t, nil, "wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", "segment/recent", "channel/slow-webhook", "channel/crawl-webhook")
 	return w
 }
 

@@ -51,6 +51,9 @@ type world struct {
 	k8s        client.Client
 	clientset  kubernetes.Interface
 	store      store.Store
+	// pg is the PostgreSQL server of the store and the CRM (Down and Up
+	// make an outage).
+	pg         *pgtest.Server
 	storeDSN   string
 	crmDSN     string
 	webhook    *sinks.Webhook
@@ -64,7 +67,15 @@ type world struct {
 	operatorLog                  string
 	bin                          binaries
 	op                           *operator
-	runner                       *localcluster.PodRunner
+	// operatorStarts counts the operator processes started, retries
+	// after an exit during start-up included: a fault test reads it to
+	// tell that the operator was never restarted.
+	operatorStarts int
+	// operatorArgs are flags the operator processes get after the
+	// harness's own (a flag given again overrides it): a test's setting,
+	// e.g. leader election.
+	operatorArgs []string
+	runner       *localcluster.PodRunner
 }
 
 // vars fills the manifests' ${...} placeholders.
@@ -117,6 +128,7 @@ func startWorld(t *testing.T, runnerArgs ...string) *world {
 		t.Fatalf("pgtest: %v", err)
 	}
 	t.Cleanup(func() { _ = pg.Stop() })
+	w.pg = pg
 	w.storeDSN = pgtest.NewDatabase(t, pg)
 	w.crmDSN = pg.DSN("crm")
 	if err := pg.CreateDatabase(ctx, "crm"); err != nil {
@@ -284,12 +296,14 @@ func (w *world) startOperatorOnce(t *testing.T, keyFile string) string {
 		"--unsubscribe-key-file", keyFile,
 		"--unsubscribe-bind-address", w.unsubscribeAddr,
 	)
+	cmd.Args = append(cmd.Args, w.operatorArgs...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+w.kubeconfig)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	w.operatorStarts++
 	op := &operator{cmd: cmd, exited: make(chan struct{})}
 	go func() { _ = cmd.Wait(); _ = logf.Close(); close(op.exited) }()
 	w.op = op

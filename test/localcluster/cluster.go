@@ -277,6 +277,10 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 	return c.checkAlive()
 }
 
+// Alive reports, with its log, a component (kube-controller-manager,
+// kube-scheduler, kwok) that has exited.
+func (c *Cluster) Alive() error { return c.checkAlive() }
+
 // checkAlive fails, with the component's log, if a component has exited.
 func (c *Cluster) checkAlive() error {
 	for _, p := range c.procs {
@@ -381,6 +385,37 @@ func (c *Cluster) Pids() []int {
 		pids = append(pids, p.pid())
 	}
 	return pids
+}
+
+// StopAPIServer stops kube-apiserver (SIGTERM, SIGKILL after a few
+// seconds) and waits until it is gone, leaving etcd and every other
+// component running: an API server outage, which the clients must ride out.
+// StartAPIServer brings it back.
+func (c *Cluster) StopAPIServer() error {
+	api := c.env.ControlPlane.APIServer
+	pids := childPids(api.CertDir)
+	// envtest reports a timeout once it had to SIGKILL (kube-apiserver
+	// waits for its clients' watches to end): no failure here.
+	if err := api.Stop(); err != nil && !strings.Contains(err.Error(), "timeout waiting for process") {
+		return fmt.Errorf("stopping kube-apiserver: %w", err)
+	}
+	if left := waitGone(pids, stopGrace); len(left) > 0 {
+		return fmt.Errorf("kube-apiserver (pids %v) still running after SIGKILL", left)
+	}
+	return nil
+}
+
+// StartAPIServer starts kube-apiserver again after StopAPIServer, on the
+// same port with the same etcd, certificates and flags (the Config and
+// Kubeconfig stay valid), and returns once it answers /healthz.
+func (c *Cluster) StartAPIServer() error {
+	api := c.env.ControlPlane.APIServer
+	if err := api.Start(); err != nil {
+		return fmt.Errorf("starting kube-apiserver again: %w\n--- kube-apiserver.log (tail) ---\n%s", err, tail(c.logPath("kube-apiserver"), 30))
+	}
+	// The new process replaces the old one among those Stop waits for.
+	c.envPids = childPids(filepath.Join(c.Dir, "etcd"), api.CertDir)
+	return nil
 }
 
 // Stop stops every process the cluster started (SIGTERM, then SIGKILL after

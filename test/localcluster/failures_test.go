@@ -2,9 +2,12 @@ package localcluster
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,6 +105,90 @@ func TestExpand(t *testing.T) {
 	} {
 		if got := expand(in, env); got != want {
 			t.Errorf("expand(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestAPIServerRestarted: kube-apiserver stopped and started again on the
+// same port. A pod whose process ends while it is down gets its terminal
+// status once it is back (the PodRunner retries, as a kubelet would); the
+// controller manager, scheduler and kwok reconnect on their own, so that
+// Job completes and a Job created afterwards runs too; Stop leaves none of
+// the processes behind, the new kube-apiserver included.
+func TestAPIServerRestarted(t *testing.T) {
+	t.Parallel()
+	c, err := Start(context.Background(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = c.Stop()
+		}
+	})
+	dumpLogsOnFailure(t, c)
+	cs := clientset(t, c)
+	ctx := context.Background()
+	const name = "restart"
+	r, _ := startPodRunner(t, cs, name)
+	gate := filepath.Join(t.TempDir(), "go")
+	job := shellJob(name, `while [ ! -e `+gate+` ]; do sleep 0.1; done`)
+	if _, err := cs.BatchV1().Jobs("default").Create(ctx, job, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(60 * time.Second); len(r.Running()) == 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the Job's pod is not running")
+		}
+	}
+
+	before := c.Pids()
+	if err := c.StopAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{}); err == nil {
+		t.Fatal("the API server answers after StopAPIServer")
+	}
+	// The pod's process ends while nobody can write its status.
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(r.Running()) > 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the pod's process did not end")
+		}
+	}
+	time.Sleep(3 * time.Second) // a failed status write or two
+	if err := c.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	if j := waitJob(t, cs, "default", name, 2*time.Minute); hasCondition(j, batchv1.JobComplete) == nil {
+		t.Fatalf("the Job whose pod ended during the outage: %+v", j.Status)
+	}
+	after := shellJob(name+"-after", "true")
+	runPods(t, cs, name+"-after")
+	if _, err := cs.BatchV1().Jobs("default").Create(ctx, after, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if j := waitJob(t, cs, "default", after.Name, 2*time.Minute); hasCondition(j, batchv1.JobComplete) == nil {
+		t.Fatalf("a Job created after the restart: %+v", j.Status)
+	}
+	if err := c.checkAlive(); err != nil {
+		t.Fatalf("a component did not survive the API server's restart: %v", err)
+	}
+
+	pids := c.Pids()
+	if len(pids) != len(before) || slices.Equal(pids, before) {
+		t.Errorf("Pids() = %v after the restart, %v before: want as many, kube-apiserver's new", pids, before)
+	}
+	stopped = true
+	if err := c.Stop(); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	for _, pid := range append(before, pids...) {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("process %d is still there after Stop (kill 0: %v)", pid, err)
 		}
 	}
 }

@@ -187,9 +187,24 @@ func (r *PodRunner) runPod(ctx, pctx context.Context, pod *corev1.Pod) {
 		}
 		// A deleted pod still gets its terminal phase, as a kubelet writes
 		// it (KEP-3329): the Job controller's finalizer keeps the pod until
-		// then, and a pod failure policy waits for it.
-		if err := r.finish(ctx, pod, code, reason, msg, started); err != nil && ctx.Err() == nil {
-			r.logf("%s: writing its status: %v", key, err)
+		// then, and a pod failure policy waits for it. Like a kubelet, keep
+		// trying while the API server is unreachable (restarted): a lost
+		// write would leave the pod Running for ever.
+		for wait := time.Second; ; wait = min(2*wait, 10*time.Second) {
+			err := r.finish(ctx, pod, code, reason, msg, started)
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsBadRequest(err) {
+				r.logf("%s: writing its status: %v", key, err)
+				return
+			}
+			r.logf("%s: writing its status: %v (retrying in %s)", key, err, wait)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
 		}
 	}
 	if len(c.Command) == 0 {
@@ -232,7 +247,6 @@ func (r *PodRunner) runPod(ctx, pctx context.Context, pod *corev1.Pod) {
 		finish(code, "Error", fmt.Sprintf("localcluster PodRunner: starting %s: %v", local, err))
 		return
 	}
-	defer r.forgetProcess(key)
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
 	var werr error
@@ -247,6 +261,7 @@ func (r *PodRunner) runPod(ctx, pctx context.Context, pod *corev1.Pod) {
 			werr = <-waited
 		}
 	}
+	r.forgetProcess(key) // no longer running, even while its status is being written
 	pw.flush()
 	code := int32(0)
 	var ee *exec.ExitError
