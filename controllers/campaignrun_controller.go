@@ -82,9 +82,6 @@ func (r *CampaignRunReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	before := run.Status.Phase
 	msg, next, err := r.step(ctx, &run, now)
-	if run.Status.Phase != before {
-		r.recordPhase(&run, before)
-	}
 	if run.Status.Phase.Finished() && run.Status.CompletionTime == nil {
 		run.Status.CompletionTime = &metav1.Time{Time: now}
 	}
@@ -92,7 +89,16 @@ func (r *CampaignRunReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if !next.IsZero() {
 		q.Next = max(next.Sub(now), time.Second)
 	}
-	return patcher.finish(ctx, r.Recorder, &run, err, msg, q)
+	// A phase change is written only onto the run as it was read, and
+	// announced only once written: a reconcile of a stale cached copy
+	// would otherwise take (and count) the same step again.
+	moved := run.Status.Phase != before
+	patcher.optimistic = moved
+	res, err := patcher.finish(ctx, r.Recorder, &run, err, msg, q)
+	if moved && patcher.patched {
+		r.recordPhase(&run, before)
+	}
+	return res, err
 }
 
 // recordPhase records a phase change: an Event, and the metrics of what

@@ -156,6 +156,14 @@ func notImplemented(what string) error {
 type statusPatcher struct {
 	client client.Client
 	before conditionsHolder
+	// optimistic makes the patch carry the resourceVersion read, so that
+	// it fails with a conflict when the object changed since: for a
+	// transition that must happen once (a run's end, counted and
+	// announced), computed from a cache that may be stale.
+	optimistic bool
+	// patched is set once the status is written (or had nothing to
+	// write); a conflicting optimistic patch leaves it false.
+	patched bool
 }
 
 func newStatusPatcher(c client.Client, obj conditionsHolder) *statusPatcher {
@@ -249,7 +257,11 @@ func (p *statusPatcher) Patch(ctx context.Context, obj client.Object) error {
 		return fmt.Errorf("computing status patch: %w", err)
 	}
 	if string(data) == "{}" {
+		p.patched = true
 		return nil
+	}
+	if p.optimistic {
+		patch = client.MergeFromWithOptions(p.before, client.MergeFromWithOptimisticLock{})
 	}
 	if err := p.client.Status().Patch(ctx, obj, patch); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -257,6 +269,7 @@ func (p *statusPatcher) Patch(ctx context.Context, obj client.Object) error {
 		}
 		return fmt.Errorf("patching status: %w", err)
 	}
+	p.patched = true
 	return nil
 }
 
