@@ -96,7 +96,11 @@ func runManager(args []string) int {
 	metricsAddr := fs.String("metrics-bind-address", ":8080", "address the Prometheus metrics endpoint binds to; \"0\" disables it")
 	probeAddr := fs.String("health-probe-bind-address", ":8081", "address the health probes bind to")
 	leaderElect := fs.Bool("leader-elect", false, "elect a leader so that only one replica reconciles at a time")
-	storeURL := fs.String("store", "sqlite://retention.db", "the data-plane store: sqlite://PATH (embedded, for local runs; a relative path is in the working directory) or postgres://USER:PASSWORD@HOST:PORT/DB")
+	leaderNamespace := fs.String("leader-election-namespace", "", "namespace of the leader-election Lease; empty: the pod's own namespace (required with --leader-elect out of a cluster)")
+	leaseDuration := fs.Duration("leader-election-lease-duration", 15*time.Second, "how long a follower waits after the leader's last renewal before it takes the lease over")
+	renewDeadline := fs.Duration("leader-election-renew-deadline", 10*time.Second, "how long the leader keeps retrying to renew the lease before it gives up (and exits); less than the lease duration")
+	retryPeriod := fs.Duration("leader-election-retry-period", 2*time.Second, "how often the leader renews the lease and a follower tries to take it")
+	storeURL := fs.String("store", envOr("RETENTION_STORE", "sqlite://retention.db"), "the data-plane store: sqlite://PATH (embedded, for local runs; a relative path is in the working directory) or postgres://USER:PASSWORD@HOST:PORT/DB; default $RETENTION_STORE, which a cluster sets from a Secret (config/manager) so the password is in no argument list")
 	var runner controllers.RunnerConfig
 	fs.StringVar(&runner.JobsNamespace, "jobs-namespace", operatorNamespace(), "namespace of the outreach Jobs and their credential Secrets (default: the operator's own, from $POD_NAMESPACE or the service account)")
 	fs.StringVar(&runner.Image, "runner-image", envOr("RETENTION_RUNNER_IMAGE", "retention-operator:dev"), "image of the outreach Jobs' pods: the operator's own image")
@@ -114,13 +118,33 @@ func runManager(args []string) int {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
+	if err := checkLeaderElection(*leaseDuration, *renewDeadline, *retryPeriod); err != nil {
+		log.Error(err, "checking the leader-election flags")
+		return 2
+	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                 newScheme(),
 		Metrics:                metricsserver.Options{BindAddress: *metricsAddr},
 		HealthProbeBindAddress: *probeAddr,
-		LeaderElection:         *leaderElect,
-		LeaderElectionID:       "retention-operator.retention.dev",
+		// Only the leader runs the controllers (the local Job runner
+		// included); the metrics, the health probes and the unsubscribe
+		// endpoint run on every replica.
+		LeaderElection:          *leaderElect,
+		LeaderElectionID:        "retention-operator.retention.dev",
+		LeaderElectionNamespace: *leaderNamespace,
+		LeaseDuration:           leaseDuration,
+		RenewDeadline:           renewDeadline,
+		RetryPeriod:             retryPeriod,
+		// A leader that is shut down (SIGTERM) gives the lease up, so a
+		// follower takes over at once rather than after the lease
+		// duration: safe, as runManager returns as soon as the manager
+		// has stopped, and nothing acts after that.
+		LeaderElectionReleaseOnCancel: true,
+		// What config/rbac allows: Jobs cached in the jobs namespace
+		// only, Secrets never cached (get only).
+		Cache:  controllers.CacheOptions(runner.JobsNamespace),
+		Client: controllers.ClientOptions(),
 	})
 	if err != nil {
 		log.Error(err, "creating manager")
@@ -162,7 +186,7 @@ func runManager(args []string) int {
 			return 1
 		}
 	}
-	if err := setupReconcilers(mgr, stores, m, runner); err != nil {
+	if err := controllers.SetupReconcilers(mgr, stores, m, runner); err != nil {
 		log.Error(err, "setting up reconcilers")
 		return 1
 	}
@@ -180,6 +204,21 @@ func runManager(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// checkLeaderElection refuses lease timings client-go's leader elector
+// would refuse only once the manager starts: the lease must outlast the
+// leader's renew deadline, which must outlast a retry (with its jitter).
+func checkLeaderElection(lease, renew, retry time.Duration) error {
+	switch {
+	case lease <= 0 || renew <= 0 || retry <= 0:
+		return fmt.Errorf("the lease duration (%s), renew deadline (%s) and retry period (%s) must be positive", lease, renew, retry)
+	case lease <= renew:
+		return fmt.Errorf("the lease duration (%s) must be longer than the renew deadline (%s)", lease, renew)
+	case float64(renew) <= 1.2*float64(retry):
+		return fmt.Errorf("the renew deadline (%s) must be longer than 1.2 times the retry period (%s)", renew, retry)
+	}
+	return nil
 }
 
 // unsubscribeServer serves the one-click unsubscribe endpoint on every
@@ -210,25 +249,6 @@ func (s storeOptOuts) OptOutAdd(ctx context.Context, p *store.OptOutAddParams) e
 		return err
 	}
 	return st.OptOutAdd(ctx, p)
-}
-
-// setupReconcilers registers one reconciler per kind.
-func setupReconcilers(mgr ctrl.Manager, stores *controllers.StoreProvider, m *metrics.Metrics, runner controllers.RunnerConfig) error {
-	rec := mgr.GetEventRecorder("retention-operator")
-	clock := controllers.RealClock{}
-	steps := []interface{ SetupWithManager(ctrl.Manager) error }{
-		&controllers.CustomerSourceReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: clock, Stores: stores, Metrics: m},
-		&controllers.ChannelReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Metrics: m},
-		&controllers.SegmentReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock, Stores: stores, Metrics: m},
-		&controllers.CampaignReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock, Stores: stores, Metrics: m},
-		&controllers.CampaignRunReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: clock, Stores: stores, Runner: runner, Metrics: m},
-	}
-	for _, s := range steps {
-		if err := s.SetupWithManager(mgr); err != nil {
-			return fmt.Errorf("setting up %T: %w", s, err)
-		}
-	}
-	return nil
 }
 
 // operatorNamespace is the namespace the operator runs in: $POD_NAMESPACE

@@ -49,10 +49,14 @@ type CampaignReconciler struct {
 	Metrics *metrics.Metrics
 }
 
-// +kubebuilder:rbac:groups=retention.dev,resources=campaigns,verbs=get;list;watch
-// +kubebuilder:rbac:groups=retention.dev,resources=campaigns/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=retention.dev,resources=campaignruns,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=retention.dev,resources=segments;channels,verbs=get;list;watch
+// +kubebuilder:rbac:groups=retention.dev,resources=campaigns,verbs=list;watch
+// +kubebuilder:rbac:groups=retention.dev,resources=campaigns/status,verbs=patch
+// campaigns/finalizers: a run's controller reference to its Campaign blocks
+// the Campaign's deletion, which the OwnerReferencesPermissionEnforcement
+// admission plugin allows only with update on the Campaign's finalizers.
+// +kubebuilder:rbac:groups=retention.dev,resources=campaigns/finalizers,verbs=update
+// +kubebuilder:rbac:groups=retention.dev,resources=campaignruns,verbs=list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=retention.dev,resources=segments;channels,verbs=list;watch
 
 // Reconcile resolves the Campaign's references, keeps its runs' history,
 // and starts the run that is due.

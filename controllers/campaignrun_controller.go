@@ -57,11 +57,22 @@ type CampaignRunReconciler struct {
 	Metrics *metrics.Metrics
 }
 
-// +kubebuilder:rbac:groups=retention.dev,resources=campaignruns,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=retention.dev,resources=campaignruns/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=retention.dev,resources=campaignruns/finalizers,verbs=update
-// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete;deletecollection
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete;deletecollection
+// +kubebuilder:rbac:groups=retention.dev,resources=campaignruns,verbs=list;watch;patch
+// +kubebuilder:rbac:groups=retention.dev,resources=campaignruns/status,verbs=patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
+
+// Jobs and the per-run Secrets live in the jobs namespace only, through a
+// namespaced Role: controller-gen writes it for namespace "system", which
+// config/default's kustomization renames to the operator's namespace, the
+// default --jobs-namespace (another jobs namespace needs the Role and its
+// RoleBinding patched to it). The manager caches Jobs from that namespace
+// alone (CacheOptions) and never reads a Secret through its cache.
+// jobs/finalizers: the per-run Secret's owner reference to its Job blocks
+// the Job's deletion, which the OwnerReferencesPermissionEnforcement
+// admission plugin allows only with update on the Job's finalizers.
+// +kubebuilder:rbac:groups=batch,namespace=system,resources=jobs,verbs=list;watch;create;deletecollection
+// +kubebuilder:rbac:groups=batch,namespace=system,resources=jobs/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=create;deletecollection
 
 // Reconcile moves the run one phase forward, or refreshes its counts.
 func (r *CampaignRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

@@ -4,12 +4,10 @@ import (
 	"context"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
@@ -21,11 +19,13 @@ import (
 // configuration and Secrets resolve.
 type ChannelReconciler struct {
 	client.Client
-	// APIReader reads Secrets uncached.
+	// APIReader reads Secrets uncached (get only: see secrets).
 	APIReader client.Reader
 	Recorder  EventRecorder
 	// RetryAfter is how long to wait before looking again for a missing
-	// dependency that no watch reports. If zero, this defaults to 5m.
+	// dependency that no watch reports, and how often the Channels that
+	// refer to Secrets are reconciled again to notice a rotated, fixed or
+	// deleted Secret (secretRecheck). If zero, this defaults to 5m.
 	RetryAfter time.Duration
 	// Metrics, when set, receives the channel metrics: the opt-out counter
 	// exists (at 0) from the first reconcile, so rate() sees it, and goes
@@ -33,9 +33,9 @@ type ChannelReconciler struct {
 	Metrics *metrics.Metrics
 }
 
-// +kubebuilder:rbac:groups=retention.dev,resources=channels,verbs=get;list;watch
-// +kubebuilder:rbac:groups=retention.dev,resources=channels/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=retention.dev,resources=channels,verbs=list;watch
+// +kubebuilder:rbac:groups=retention.dev,resources=channels/status,verbs=patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile resolves the Channel's Secrets and reports Ready.
@@ -89,17 +89,15 @@ func (r *ChannelReconciler) resolveSecrets(ctx context.Context, ch *retentionv1.
 	return nil
 }
 
-// SetupWithManager registers the reconciler, its index and its watches:
-// a Secret's change re-reconciles the Channels that refer to it.
+// SetupWithManager registers the reconciler: a spec change reconciles the
+// Channel, and so does every RetryAfter (5m) a pass over the Channels that
+// refer to Secrets (secretRecheck), so a changed Secret shows in Ready
+// within that time without the operator watching Secrets.
 func (r *ChannelReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &retentionv1.Channel{}, indexSecretNames,
-		func(o client.Object) []string { return channelSecretNames(o.(*retentionv1.Channel)) }); err != nil {
-		return err
-	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&retentionv1.Channel{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(
-			referrers(r.Client, func() client.ObjectList { return &retentionv1.ChannelList{} }, indexSecretNames))).
+		WatchesRawSource(secretRecheck(mgr.GetCache(), func() client.ObjectList { return &retentionv1.ChannelList{} },
+			func(o client.Object) bool { return len(channelSecretNames(o.(*retentionv1.Channel))) > 0 }, retryAfter(r.RetryAfter))).
 		Named("channel").
 		Complete(r)
 }

@@ -52,10 +52,10 @@ type CustomerSourceReconciler struct {
 	Metrics *metrics.Metrics
 }
 
-// +kubebuilder:rbac:groups=retention.dev,resources=customersources,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=retention.dev,resources=customersources/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=retention.dev,resources=customersources/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get;list;watch
+// +kubebuilder:rbac:groups=retention.dev,resources=customersources,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=retention.dev,resources=customersources/status,verbs=patch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 
 // Reconcile scores the source when it is due and requeues for the next refresh.
 func (r *CustomerSourceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -284,7 +284,9 @@ func (r *CustomerSourceReconciler) finalize(ctx context.Context, cs *retentionv1
 // SetupWithManager registers the reconciler: spec changes (generation), a
 // new retention.dev/requestedAt value (which leaves the generation alone)
 // and the start of a deletion reconcile the source, and so do changes of
-// referenced Secrets and ConfigMaps (metadata-only watches).
+// referenced ConfigMaps (a metadata-only watch) and, every RetryAfter, a
+// pass over the sources that refer to Secrets (secretRecheck: the operator
+// may get Secrets but not watch them).
 func (r *CustomerSourceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Clock == nil {
 		r.Clock = RealClock{}
@@ -293,10 +295,6 @@ func (r *CustomerSourceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return errors.New("customersource reconciler needs a store")
 	}
 	idx := mgr.GetFieldIndexer()
-	if err := idx.IndexField(context.Background(), &retentionv1.CustomerSource{}, indexSecretNames,
-		func(o client.Object) []string { return sourceSecretNames(o.(*retentionv1.CustomerSource)) }); err != nil {
-		return err
-	}
 	if err := idx.IndexField(context.Background(), &retentionv1.CustomerSource{}, indexConfigMapNames,
 		func(o client.Object) []string { return sourceConfigMapNames(o.(*retentionv1.CustomerSource)) }); err != nil {
 		return err
@@ -304,7 +302,7 @@ func (r *CustomerSourceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	newList := func() client.ObjectList { return &retentionv1.CustomerSourceList{} }
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&retentionv1.CustomerSource{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, reconcileRequestedPredicate(), deletionPredicate()))).
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referrers(r.Client, newList, indexSecretNames))).
+		WatchesRawSource(r.secretRecheck(mgr)).
 		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(referrers(r.Client, newList, indexConfigMapNames))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 2}).
 		Named("customersource").

@@ -11,6 +11,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	crsource "sigs.k8s.io/controller-runtime/pkg/source"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
 	"github.com/retention-dev/retention-operator/internal/customer"
@@ -194,26 +197,48 @@ func (r *CustomerSourceReconciler) resolveLocation(ctx context.Context, s secret
 }
 
 // inputRevision names the resource versions of the Secrets and ConfigMaps
-// the source refers to, read from the operator's metadata cache (the
-// metadata-only watches): no data is read to decide whether the source is
-// due. ok is false when one cannot be read, which makes the source due,
-// and resolveInput then says what is missing.
+// the source refers to, read as metadata only: no data is read to decide
+// whether the source is due. ConfigMaps come from the operator's metadata
+// cache (their metadata-only watch); Secrets, which the operator may get
+// but not list or watch, from one uncached metadata GET each (APIReader),
+// on each reconcile, including the periodic pass of secretRecheck. ok is
+// false when one cannot be read, which makes the source due, and
+// resolveInput then says what is missing.
 func (r *CustomerSourceReconciler) inputRevision(ctx context.Context, cs *retentionv1.CustomerSource) (revision string, ok bool) {
 	var parts []string
 	for _, ref := range []struct {
-		kind  string
-		names []string
-	}{{"ConfigMap", sourceConfigMapNames(cs)}, {"Secret", sourceSecretNames(cs)}} {
+		kind   string
+		names  []string
+		reader client.Reader
+	}{{"ConfigMap", sourceConfigMapNames(cs), r.Client}, {"Secret", sourceSecretNames(cs), r.uncached()}} {
 		names := slices.Clone(ref.names)
 		sort.Strings(names)
 		for _, name := range slices.Compact(names) {
 			m := &metav1.PartialObjectMetadata{}
 			m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind(ref.kind))
-			if err := r.Get(ctx, types.NamespacedName{Namespace: cs.Namespace, Name: name}, m); err != nil {
+			if err := ref.reader.Get(ctx, types.NamespacedName{Namespace: cs.Namespace, Name: name}, m); err != nil {
 				return "", false
 			}
 			parts = append(parts, ref.kind+"/"+name+"@"+m.ResourceVersion)
 		}
 	}
 	return strings.Join(parts, ","), true
+}
+
+// uncached is the reader of Secrets: APIReader, or the client when the
+// reconciler has none (a client without a cache, in tests).
+func (r *CustomerSourceReconciler) uncached() client.Reader {
+	if r.APIReader != nil {
+		return r.APIReader
+	}
+	return r.Client
+}
+
+// secretRecheck is the periodic pass over the sources that refer to
+// Secrets, every RetryAfter (5m): a reconcile reads the Secrets'
+// resource versions again and scores at once when one changed, as the
+// ConfigMap watch makes it do for ConfigMaps.
+func (r *CustomerSourceReconciler) secretRecheck(mgr ctrl.Manager) crsource.Source {
+	return secretRecheck(mgr.GetCache(), func() client.ObjectList { return &retentionv1.CustomerSourceList{} },
+		func(o client.Object) bool { return len(sourceSecretNames(o.(*retentionv1.CustomerSource))) > 0 }, retryAfter(r.RetryAfter))
 }

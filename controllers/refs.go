@@ -3,11 +3,16 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	crsource "sigs.k8s.io/controller-runtime/pkg/source"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
 	"github.com/retention-dev/retention-operator/internal/source"
@@ -15,7 +20,6 @@ import (
 
 // Field indexes used to find the objects that refer to a changed object.
 const (
-	indexSecretNames    = ".spec.secretNames"
 	indexConfigMapNames = ".spec.configMapNames"
 	indexSourceRef      = ".spec.sourceRef.name"
 	indexSegmentRefs    = ".spec.segmentRefs"
@@ -23,9 +27,11 @@ const (
 	indexCampaignRef    = ".spec.campaignRef.name"
 )
 
-// secrets reads Secrets and ConfigMaps through an uncached reader: the
-// operator watches their metadata only, so Secret data is never cached in
-// its memory and is read only when a reconciler needs it.
+// secrets reads Secrets and ConfigMaps through an uncached reader
+// (mgr.GetAPIReader()), one GET each time a reconciler needs them: the
+// operator may get a Secret but neither list nor watch Secrets (config/rbac),
+// so no Secret, not even its metadata, is ever held in its cache. A changed
+// Secret is noticed by secretRecheck; ConfigMaps are watched as metadata.
 type secrets struct {
 	reader client.Reader
 }
@@ -185,4 +191,43 @@ func channelSecretNames(ch *retentionv1.Channel) []string {
 		names = append(names, ch.Spec.Slack.WebhookURLSecretRef.Name)
 	}
 	return names
+}
+
+// secretRecheck is a source that enqueues, every interval, the objects of a
+// kind that refer to at least one Secret (refersToSecrets), read from the
+// cache: the operator may not watch Secrets (config/rbac grants get only),
+// so a Secret created, rotated or deleted after the object was reconciled
+// is noticed on the next pass, whose reconcile reads it again. This is how
+// Flux's controllers notice a changed Secret (each reconcile at the
+// object's interval reads its Secrets again), where cert-manager instead
+// lists and watches every Secret of the cluster. Sends never depend on
+// the pass: a run reads the channel's Secrets when it launches its Job.
+func secretRecheck(c client.Reader, newList func() client.ObjectList, refersToSecrets func(client.Object) bool, every time.Duration) crsource.Source {
+	return crsource.Func(func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		go func() {
+			tick := time.NewTicker(every)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				list := newList()
+				if err := c.List(ctx, list); err != nil {
+					continue
+				}
+				items, err := meta.ExtractList(list)
+				if err != nil {
+					continue
+				}
+				for _, it := range items {
+					if o, ok := it.(client.Object); ok && refersToSecrets(o) {
+						q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)})
+					}
+				}
+			}
+		}()
+		return nil
+	})
 }

@@ -45,10 +45,9 @@ type SegmentReconciler struct {
 	batches segmentBatches
 }
 
-// +kubebuilder:rbac:groups=retention.dev,resources=segments,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=retention.dev,resources=segments/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=retention.dev,resources=segments/finalizers,verbs=update
-// +kubebuilder:rbac:groups=retention.dev,resources=customersources,verbs=get;list;watch
+// +kubebuilder:rbac:groups=retention.dev,resources=segments,verbs=list;watch;patch
+// +kubebuilder:rbac:groups=retention.dev,resources=segments/status,verbs=patch
+// +kubebuilder:rbac:groups=retention.dev,resources=customersources,verbs=list;watch
 
 // Reconcile evaluates the Segment's rule against its source's current snapshot.
 func (r *SegmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
