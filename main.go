@@ -231,6 +231,9 @@ func unsubscribeServer(addr string, key []byte, stores *controllers.StoreProvide
 			ns, name, _ := strings.Cut(channel, "/")
 			m.ChannelOptOutsTotal.WithLabelValues(ns, name).Inc()
 		},
+		OnRateLimited: func(scope string) {
+			m.UnsubscribeRateLimitedTotal.WithLabelValues(scope).Inc()
+		},
 		Log: ctrl.Log.WithName("unsubscribe"),
 	})
 	mux := http.NewServeMux()

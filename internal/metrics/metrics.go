@@ -46,6 +46,10 @@ type Metrics struct {
 	CampaignMDE             *prometheus.GaugeVec
 	CampaignSampleRatioP    *prometheus.GaugeVec
 	ChannelOptOutsTotal     *prometheus.CounterVec
+	// UnsubscribeRateLimitedTotal counts unsubscribe requests refused
+	// with 429, by scope (global, client): not per channel, as the limit
+	// is not.
+	UnsubscribeRateLimitedTotal *prometheus.CounterVec
 
 	// source, segment and campaign are the collectors of each kind, for Forget*.
 	source, segment, campaign, channel []vec
@@ -107,7 +111,11 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	chn := vecs{subsystem: "channel", labels: []string{"namespace", "channel"}}
 	m.ChannelOptOutsTotal = chn.counter("optouts_total", "One-click unsubscribes recorded for a channel (repeats included).")
 
-	m.all = slices.Concat(src.all, seg.all, camp.all, chn.all, []vec{m.CampaignTotals})
+	m.UnsubscribeRateLimitedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "unsubscribe",
+		Name: "rate_limited_total", Help: "Unsubscribe requests refused with 429 Too Many Requests, by the limit that refused them (global: this replica's verified opt-outs; client: one client address)."},
+		[]string{"scope"})
+
+	m.all = slices.Concat(src.all, seg.all, camp.all, chn.all, []vec{m.CampaignTotals, m.UnsubscribeRateLimitedTotal})
 	for _, c := range m.all {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -47,7 +47,7 @@ func TestLabelsCarryNoPersonalData(t *testing.T) {
 		t.Fatal(err)
 	}
 	allowed := map[string]bool{"namespace": true, "source": true, "segment": true, "campaign": true, "channel": true,
-		"band": true, "result": true, "outcome": true, "group": true, "state": true, "phase": true}
+		"band": true, "result": true, "outcome": true, "group": true, "state": true, "phase": true, "scope": true}
 	m, _ := New(prometheus.NewRegistry())
 	for _, c := range m.all {
 		ch := make(chan *prometheus.Desc, 8)
