@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math/bits"
+	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -66,7 +69,8 @@ func population(n int) []customer.Scored {
 }
 
 // BenchmarkEvaluate1M evaluates rules over 1,000,000 customers in memory,
-// on one goroutine and split over two:
+// on one goroutine and split over two, with the fast path (fastpath.go)
+// and with CEL alone (cel); the Timestamps rule has no fast path:
 //
 //	go test -run '^$' -bench Evaluate1M -benchtime 5x ./internal/segment/
 func BenchmarkEvaluate1M(b *testing.B) {
@@ -77,20 +81,29 @@ func BenchmarkEvaluate1M(b *testing.B) {
 		{"Attributes", `customer.attributes.country == "IR" && !customer.attributes.vip && customer.custom.churn_risk > 0.5 && !customer.contact.optOut`},
 		{"Timestamps", `customer.lastPurchase > now - duration("8760h") && customer.pAlive < 0.5`},
 	} {
-		r, err := Compile(tc.rule, benchSchema)
+		compiled, err := Compile(tc.rule, benchSchema)
 		if err != nil {
 			b.Fatal(err)
 		}
-		for _, workers := range []int{1, 2} {
-			b.Run(fmt.Sprintf("%s/goroutines=%d", tc.name, workers), func(b *testing.B) {
-				var members int64
-				b.ReportAllocs()
-				for range b.N {
-					members = evaluateSlice(b, r, now, pop, workers)
-				}
-				b.ReportMetric(float64(members), "members")
-				b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/1M")
-			})
+		for _, path := range []string{"fastpath", "cel"} {
+			r := compiled
+			switch {
+			case path == "cel":
+				r = noFast(compiled)
+			case compiled.fast == nil:
+				continue
+			}
+			for _, workers := range []int{1, 2} {
+				b.Run(fmt.Sprintf("%s/%s/goroutines=%d", tc.name, path, workers), func(b *testing.B) {
+					var members int64
+					b.ReportAllocs()
+					for range b.N {
+						members = evaluateSlice(b, r, now, pop, workers)
+					}
+					b.ReportMetric(float64(members), "members")
+					b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/1M")
+				})
+			}
 		}
 	}
 	b.Run("PlainGo", func(b *testing.B) {
@@ -107,6 +120,86 @@ func BenchmarkEvaluate1M(b *testing.B) {
 		b.ReportMetric(float64(members), "members")
 		b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/1M")
 	})
+}
+
+// BenchmarkEvaluateBatch200 evaluates the 200 rules of batchRules(200)
+// over 1,000,000 customers in memory as MaterializeBatch's workers do
+// (records copied into 512-customer chunks, every rule over each chunk),
+// without a store, with the fast path and with CEL alone, on one
+// goroutine and split over two. Run it once:
+//
+//	go test -run '^$' -bench EvaluateBatch200 -benchtime 1x ./internal/segment/
+func BenchmarkEvaluateBatch200(b *testing.B) {
+	pop := population(benchCustomers)
+	var rules []*Rule
+	for _, src := range batchRules(200) {
+		r, err := Compile(src, benchSchema)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rules = append(rules, r)
+	}
+	for _, path := range []string{"fastpath", "cel"} {
+		segs := make([]BatchSegment, len(rules))
+		for k, r := range rules {
+			if path == "cel" {
+				r = noFast(r)
+			}
+			segs[k] = BatchSegment{Segment: fmt.Sprintf("bench/%d", k), Rule: r}
+		}
+		l := newLayout(segs)
+		for _, workers := range []int{1, 2} {
+			b.Run(fmt.Sprintf("%s/goroutines=%d", path, workers), func(b *testing.B) {
+				var members int64
+				for range b.N {
+					members = evaluateChunks(l, benchNow, pop, workers)
+				}
+				b.ReportMetric(float64(members)/float64(len(rules)), "members/rule")
+				b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/1M")
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(rules)*len(pop)), "wall-ns/rule/customer")
+			})
+		}
+	}
+}
+
+// evaluateChunks splits pop into workers contiguous parts, each copied
+// chunk by chunk into records and evaluated by every rule of l, and
+// returns the members summed over the rules.
+func evaluateChunks(l *layout, now time.Time, pop []customer.Scored, workers int) int64 {
+	var wg sync.WaitGroup
+	counts := make([]int64, workers)
+	per := (len(pop) + workers - 1) / workers
+	for w := range workers {
+		lo, hi := w*per, min((w+1)*per, len(pop))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ms := l.matchers(now)
+			ch := &chunk{recs: make([]record, chunkSize), segs: make([]chunkResult, len(l.rules))}
+			for i := range ch.recs {
+				ch.recs[i] = l.newRecord()
+			}
+			for i := lo; i < hi; {
+				ch.n = 0
+				for ; i < hi && ch.n < chunkSize; i++ {
+					ch.recs[ch.n].copyFrom(l, &pop[i])
+					ch.n++
+				}
+				ch.evaluate(l, ms)
+				for k := range ch.segs {
+					for _, word := range ch.segs[k].bits {
+						counts[w] += int64(bits.OnesCount64(word))
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var n int64
+	for _, c := range counts {
+		n += c
+	}
+	return n
 }
 
 // evaluateSlice splits pop into workers contiguous parts, each evaluated
@@ -326,7 +419,7 @@ func BenchmarkMaterializeBatch1M(b *testing.B) {
 	snap2 := write(func(i int) bool { return i%10 == 0 })
 	snap3 := write(func(i int) bool { return i%10 == 5 })
 	for _, n := range []int{1, 20, 200} {
-		p := &BatchParams{SnapshotID: snap1, Now: benchNow, Baseline: NewBaseline()}
+		p := &BatchParams{SnapshotID: snap1, Now: benchNow, Baseline: NewBaseline(), Workers: benchWorkers(b)}
 		for k, rule := range batchRules(n) {
 			r, err := Compile(rule, benchSchema)
 			if err != nil {
@@ -373,6 +466,20 @@ func BenchmarkMaterializeBatch1M(b *testing.B) {
 	}
 }
 
+// benchWorkers is BatchParams.Workers from $SEGMENT_BENCH_WORKERS (0,
+// the default, when unset), to compare worker counts.
+func benchWorkers(b *testing.B) int {
+	v := os.Getenv("SEGMENT_BENCH_WORKERS")
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		b.Fatalf("SEGMENT_BENCH_WORKERS: %v", err)
+	}
+	return n
+}
+
 // batchRules returns n rules of five shapes (a score threshold, two
 // clauses on features and scores, an attribute and a score, a custom
 // score or an attribute, the four-clause benchRule with other thresholds),
@@ -382,7 +489,7 @@ func batchRules(n int) []string {
 	countries := []string{"DE", "IR", "FR", "US", "BR"}
 	rules := make([]string, n)
 	for k := range rules {
-		f := float64((k*37)%100) / 100
+		f := float64((k*37+50)%100) / 100 // k = 0: the median threshold, not an empty segment
 		switch k % 5 {
 		case 0:
 			rules[k] = fmt.Sprintf(`customer.pAlive < %.2f`, 0.05+0.9*f)

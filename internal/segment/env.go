@@ -383,6 +383,9 @@ type Rule struct {
 	bindings map[string]*binding // referenced variables by CEL name
 	attrs    []string            // attribute slots
 	customs  []string            // custom score slots
+	// fast is the rule compiled to Go closures, nil when the rule uses
+	// anything the fast path does not implement (see fastpath.go).
+	fast fastBool
 }
 
 // binding is how one referenced variable is read.
@@ -485,6 +488,7 @@ func (e *Env) Compile(expr string) (*Rule, error) {
 		}
 		r.bindings[n] = b
 	}
+	r.fast = buildFast(checked.NativeRep(), r)
 	return r, nil
 }
 

@@ -79,6 +79,15 @@ func (m *Matcher) matchSlots(r *record, slots *ruleSlots) (bool, error) {
 }
 
 func (m *Matcher) eval() (bool, error) {
+	// The fast path answers when it can; on unknown, CEL decides.
+	if f := m.act.r.fast; f != nil {
+		switch f(&m.act) {
+		case triTrue:
+			return true, nil
+		case triFalse:
+			return false, nil
+		}
+	}
 	out, _, err := m.act.r.prg.Eval(&m.act)
 	if err != nil {
 		return false, &EvalError{Message: Redact(err.Error())}
