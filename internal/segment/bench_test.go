@@ -375,9 +375,10 @@ func reportMaterialize(b *testing.B, s *Stats) {
 // segments on a second snapshot in which every tenth customer's P(alive)
 // changed, as a rescoring does: the time from a new snapshot until every
 // segment is current, with a Baseline (only the changes are applied, as
-// the operator does). NewSnapshotFull does the same on a third snapshot
-// without one (every apply in full), for 1 and 20 segments. Run once per
-// size:
+// the operator does). AfterRestart does the same on a third snapshot with
+// a new Baseline, as after an operator restart: the memberships are read
+// back from the store. NewSnapshotFull does it on a fourth without one
+// (every apply in full), for 1 and 20 segments. Run once per size:
 //
 //	go test -run '^$' -bench MaterializeBatch1M -benchtime 1x ./internal/segment/
 func BenchmarkMaterializeBatch1M(b *testing.B) {
@@ -418,6 +419,7 @@ func BenchmarkMaterializeBatch1M(b *testing.B) {
 	snap1 := write(func(int) bool { return false })
 	snap2 := write(func(i int) bool { return i%10 == 0 })
 	snap3 := write(func(i int) bool { return i%10 == 5 })
+	snap4 := write(func(i int) bool { return i%10 == 3 })
 	for _, n := range []int{1, 20, 200} {
 		p := &BatchParams{SnapshotID: snap1, Now: benchNow, Baseline: NewBaseline(), Workers: benchWorkers(b)}
 		for k, rule := range batchRules(n) {
@@ -428,17 +430,20 @@ func BenchmarkMaterializeBatch1M(b *testing.B) {
 			p.Segments = append(p.Segments, BatchSegment{Segment: fmt.Sprintf("bench/n%d-%d", n, k), Rule: r})
 		}
 		for _, step := range []struct {
-			name     string
-			snapshot int64
-			full     bool
-		}{{"Initial", snap1, false}, {"NewSnapshot", snap2, false}, {"NewSnapshotFull", snap3, true}} {
+			name          string
+			snapshot      int64
+			full, restart bool
+		}{{"Initial", snap1, false, false}, {"NewSnapshot", snap2, false, false}, {"AfterRestart", snap3, false, true}, {"NewSnapshotFull", snap4, true, false}} {
 			if step.full && n > 20 {
 				continue // about 1.5 s a segment: the point is made with 20
 			}
 			b.Run(fmt.Sprintf("Segments=%d/%s", n, step.name), func(b *testing.B) {
 				p.SnapshotID = step.snapshot
-				if step.full {
+				switch {
+				case step.full:
 					p.Baseline = nil
+				case step.restart:
+					p.Baseline = NewBaseline() // read back from the store
 				}
 				var res []BatchResult
 				debug.FreeOSMemory()

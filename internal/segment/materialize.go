@@ -18,6 +18,10 @@ import (
 type Store interface {
 	SnapshotScan(ctx context.Context, params *store.SnapshotScanParams, fn func(*customer.Scored) error) error
 	MembershipApply(ctx context.Context, params *store.MembershipApplyParams) (*store.MembershipDiff, error)
+	// MembershipGet and MembershipScan read a stored membership, for a
+	// Baseline that does not know a segment yet.
+	MembershipGet(ctx context.Context, segment string) (*store.Membership, error)
+	MembershipScan(ctx context.Context, params *store.MembershipScanParams, fn func(*store.Member) error) error
 }
 
 // MaterializeParams say which rule to evaluate on which snapshot, for
@@ -173,6 +177,20 @@ type evaluation struct {
 	ids     []string
 	members [][]uint64
 	tallies []tally
+
+	indexOnce sync.Once
+	index     map[string]int32 // ids by value, built on first use
+}
+
+// position returns the index of each customer id, built once.
+func (ev *evaluation) position() map[string]int32 {
+	ev.indexOnce.Do(func() {
+		ev.index = make(map[string]int32, len(ev.ids))
+		for i, id := range ev.ids {
+			ev.index[id] = int32(i)
+		}
+	})
+	return ev.index
 }
 
 // ids yields segment k's member ids.
