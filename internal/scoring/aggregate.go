@@ -107,14 +107,16 @@ type shard struct {
 	p     *plan
 	index idIndex
 	recs  paged[crec]
-	b     paged[seg] // the holdout period (only with a holdout)
-	arena idArena    // ids longer than inlineID
-	sums  paged[sumRec]
-	attrs attrStore
-	n     int32
-	txns  int64
-	dirty int64
-	nsums int64
+	b     paged[seg] // the holdout period (only with a holdout, until folded)
+	// folded: b has been merged into the records' a (after summarize).
+	folded bool
+	arena  idArena // ids longer than inlineID
+	sums   paged[sumRec]
+	attrs  attrStore
+	n      int32
+	txns   int64
+	dirty  int64
+	nsums  int64
 	// err is set when a customer cannot be recorded (too many customers,
 	// an id longer than maxIDLen).
 	err error

@@ -167,11 +167,11 @@ func BenchmarkFit(b *testing.B) {
 			o := benchOptions()
 			o.Model = model
 			j := preparedJob(b, o, true)
-			spends := j.m.spends
+			spends, calTriples, groups := j.m.spends, j.m.calTriples, j.m.groups
 			for b.Loop() {
 				j.res = &Result{}
 				j.model = nil
-				j.m.spends = spends
+				j.m.spends, j.m.calTriples, j.m.groups = spends, calTriples, groups
 				if err := j.fit(context.Background()); err != nil {
 					b.Fatal(err)
 				}

@@ -156,3 +156,57 @@ func TestSegAdd(t *testing.T) {
 		}
 	}
 }
+
+// TestHoldoutFolded checks that folding the holdout period into the
+// records after the summary (to free it before the fits) changes no
+// customer's features: feat after the fold is bit for bit feat before it,
+// for sorted and shuffled logs (the latter re-read) and Auto's default
+// holdout.
+func TestHoldoutFolded(t *testing.T) {
+	t.Parallel()
+	data := string(synthLog(3000, 5))
+	lines := strings.Split(strings.TrimSpace(data), "\n")
+	shuffled := append([]string(nil), lines[1:]...)
+	rand.New(rand.NewPCG(5, 6)).Shuffle(len(shuffled), func(i, k int) { shuffled[i], shuffled[k] = shuffled[k], shuffled[i] })
+	logs := map[string]string{"sorted": data, "shuffled": lines[0] + "\n" + strings.Join(shuffled, "\n") + "\n"}
+	for _, workers := range []int{1, 2} {
+		held := Options{ObservationEnd: benchEnd, CalibrationEnd: date("2024-06-30"), Workers: workers, Clock: fixedClock(benchEnd)}
+		auto := Options{ObservationEnd: benchEnd, Model: Auto, Workers: workers, Clock: fixedClock(benchEnd)}
+		for _, o := range []Options{held, auto} {
+			for name, log := range logs {
+				p, err := o.compile()
+				if err != nil {
+					t.Fatal(err)
+				}
+				j := newJob(p, nil)
+				if err := j.read(t.Context(), benchReader([]byte(log))); err != nil {
+					t.Fatal(err)
+				}
+				before := make([][]feat, len(j.shards))
+				for si, s := range j.shards {
+					for i := int32(0); i < s.n; i++ {
+						before[si] = append(before[si], s.feat(i))
+					}
+				}
+				if err := j.summarize(); err != nil {
+					t.Fatal(err)
+				}
+				n := 0
+				for si, s := range j.shards {
+					if !s.folded || s.b.pages != nil {
+						t.Fatalf("%s, workers %d: shard %d not folded", name, workers, si)
+					}
+					for i := int32(0); i < s.n; i++ {
+						if got := s.feat(i); got != before[si][i] {
+							t.Fatalf("%s, workers %d: customer %s\nbefore the fold %+v\nafter          %+v", name, workers, s.id(i), before[si][i], got)
+						}
+						n++
+					}
+				}
+				if n != 3000 {
+					t.Fatalf("%s: %d customers", name, n)
+				}
+			}
+		}
+	}
+}

@@ -80,9 +80,19 @@ func (j *job) fit(ctx context.Context) error {
 	}
 	defer wg.Wait()
 
-	full, err := btyd.NewDataShared(j.m.triples)
-	if err != nil {
-		return fmt.Errorf("scoring: %w", err)
+	// The full-period input is built when first needed: with a holdout,
+	// after the calibration input is released, so the two never coexist.
+	var full *btyd.Data
+	fullData := func() (*btyd.Data, error) {
+		if full != nil {
+			return full, nil
+		}
+		d, err := btyd.NewDataShared(j.m.triples)
+		if err != nil {
+			return nil, fmt.Errorf("scoring: %w", err)
+		}
+		full = d
+		return d, nil
 	}
 	requested := j.p.o.Model
 	order := fallbackOrder(requested)
@@ -116,6 +126,11 @@ func (j *job) fit(ctx context.Context) error {
 			}
 			res.Models = append(res.Models, fm)
 		}
+		// The calibration input is done with: release it, and collect it
+		// before the refit builds the full-period input.
+		cal = nil
+		j.m.calTriples, j.m.groups = nil, nil
+		runtime.GC()
 		if requested == Auto {
 			slices.SortStableFunc(ok, func(a, b ranked) int {
 				switch {
@@ -145,6 +160,10 @@ func (j *job) fit(ctx context.Context) error {
 	case requested == Auto:
 		// No holdout to compare forecasts: compare the fits by
 		// log-likelihood (the models have four parameters each).
+		full, err := fullData()
+		if err != nil {
+			return err
+		}
 		fullFits = map[btyd.ModelName]btyd.Model{}
 		lls := map[btyd.ModelName]float64{}
 		order = order[:0]
@@ -192,6 +211,10 @@ func (j *job) fit(ctx context.Context) error {
 				continue
 			}
 			var fr btyd.FitResult
+			full, ferr := fullData()
+			if ferr != nil {
+				return ferr
+			}
 			m, fr, err = btyd.Fit(ctx, name, full, j.p.o.Fit)
 			if cerr := ctx.Err(); cerr != nil {
 				return fmt.Errorf("scoring: fit cancelled: %w", cerr)

@@ -115,6 +115,11 @@ func Score(ctx context.Context, r source.Reader, opts Options, emit func(*custom
 	if err := j.read(ctx, r); err != nil {
 		return nil, err
 	}
+	// The read's id index and batches are garbage now. Collecting them
+	// before the summary allocates its sort buffers keeps the heap from
+	// growing toward a goal set at the read's peak, whatever point of the
+	// read the last collection happened to run at.
+	runtime.GC()
 	stage(&res.Durations.Read)
 	if err := j.summarize(); err != nil {
 		return nil, err
@@ -128,6 +133,12 @@ func Score(ctx context.Context, r source.Reader, opts Options, emit func(*custom
 	if err := j.fit(ctx); err != nil {
 		return nil, err
 	}
+	// The fits' inputs (btyd's indexes, the calibration triples) are
+	// garbage now: collecting them here (a few milliseconds: the heap
+	// holds almost no pointers) lets the score and rank buffers reuse
+	// their memory instead of growing the heap toward a goal set before
+	// the fits.
+	runtime.GC()
 	stage(&res.Durations.Fit)
 	j.rankRFM()
 	stage(&res.Durations.Rank)

@@ -43,7 +43,7 @@ func (s *shard) feat(idx int32) (f feat) {
 		return f
 	}
 	g := s.recs.at(idx).a
-	if p.holdout {
+	if p.holdout && !s.folded {
 		g = g.merge(*s.b.at(idx))
 	}
 	if g.days == 0 {
@@ -326,7 +326,29 @@ func (j *job) summarize() error {
 			}
 		}
 	}
+	j.fold()
 	return nil
+}
+
+// fold merges every customer's holdout period into its first period and
+// drops the holdout records (32 bytes per customer): once the calibration
+// triples exist, every later stage reads only the whole observed period,
+// which is exactly a.merge(b) (see feat).
+func (j *job) fold() {
+	if !j.p.holdout {
+		return
+	}
+	parallel(j.shards, func(_ int, s *shard) {
+		if s.folded {
+			return
+		}
+		for i := int32(0); i < s.n; i++ {
+			r := s.recs.at(i)
+			r.a = r.a.merge(*s.b.at(i))
+		}
+		s.b = paged[seg]{}
+		s.folded = true
+	})
 }
 
 // merged is the population-wide fit input.

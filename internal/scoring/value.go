@@ -143,10 +143,16 @@ func (j *job) scoreTriples() {
 	}
 	ts := j.m.triples
 	pairOf := make([]int32, len(ts))
-	index := make(map[pairKey]int32, len(ts)/4+16)
+	index := make(map[pairKey]int32, len(ts)/8+16)
 	var pairs []pairKey
+	// Triples in canonical order come in runs of one (x, T): the map is
+	// consulted once per run, not once per triple.
 	for i, t := range ts {
 		k := pairKey{t.X, t.T}
+		if i > 0 && k == pairs[pairOf[i-1]] {
+			pairOf[i] = pairOf[i-1]
+			continue
+		}
 		pi, ok := index[k]
 		if !ok {
 			pi = int32(len(pairs))
