@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -120,20 +121,7 @@ func TestSegmentMembership(t *testing.T) {
 	sameSet(t, members(t, key), want1)
 
 	// The data changes: a new snapshot; entries and exits are exact.
-	cm.Data["transactions.csv"] = string(transactionsCSV(300, 12))
-	if err := k8sClient.Update(ctx, cm); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, waitFor, func() error {
-		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(cs), cs); err != nil {
-			return err
-		}
-		if cs.Status.SnapshotID == snap1 {
-			return fmt.Errorf("not rescored yet")
-		}
-		return nil
-	})
-	snap2 := cs.Status.SnapshotID
+	snap2 := rescoreWith(t, cm, cs, transactionsCSV(300, 12))
 	want2 := selectIDs(t, snap2, func(c *customer.Scored) bool { return c.Features.Frequency >= 2 })
 	eventually(t, waitFor, func() error {
 		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(seg), seg); err != nil {
@@ -243,6 +231,28 @@ func TestSegmentEmptyShowsZero(t *testing.T) {
 			t.Errorf("customersource status.%s = %v (%T, present %v, %v), want %d present", f, v, v, found, err, want)
 		}
 	}
+}
+
+// rescoreWith replaces the source's transactions in its ConfigMap and
+// waits for the new snapshot, whose id it returns.
+func rescoreWith(t *testing.T, cm *corev1.ConfigMap, cs *retentionv1.CustomerSource, transactions []byte) int64 {
+	t.Helper()
+	ctx := context.Background()
+	before := cs.Status.SnapshotID
+	cm.Data["transactions.csv"] = string(transactions)
+	if err := k8sClient.Update(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, func() error {
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(cs), cs); err != nil {
+			return err
+		}
+		if cs.Status.SnapshotID == before {
+			return fmt.Errorf("not rescored yet")
+		}
+		return nil
+	})
+	return cs.Status.SnapshotID
 }
 
 // scanCounts counts the suite store's snapshot scans, by snapshot: only
@@ -356,20 +366,7 @@ func TestSegmentsOneScan(t *testing.T) {
 		before[i] = selectIDs(t, snap1, r.keep)
 	}
 
-	cm.Data["transactions.csv"] = string(transactionsCSV(300, 22))
-	if err := k8sClient.Update(ctx, cm); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, waitFor, func() error {
-		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(cs), cs); err != nil {
-			return err
-		}
-		if cs.Status.SnapshotID == snap1 {
-			return fmt.Errorf("not rescored yet")
-		}
-		return nil
-	})
-	snap2 := cs.Status.SnapshotID
+	snap2 := rescoreWith(t, cm, cs, transactionsCSV(300, 22))
 	onSnapshot(snap2)
 	if n := suiteScans.get(snap2); n != 1 {
 		t.Errorf("%d scans of snapshot %d for %d segments, want 1", n, snap2, len(segs))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/bits"
+	"slices"
 
 	"github.com/retention-dev/retention-operator/internal/store"
 )
@@ -57,7 +58,7 @@ type alignment struct {
 // (the same snapshot scanned again), index for index.
 func (b *Baseline) align(ids []string) *alignment {
 	a := &alignment{newToOld: make([]int32, len(ids)), oldToNew: make([]int32, len(b.ids))}
-	if equalIDs(b.ids, ids) {
+	if slices.Equal(b.ids, ids) {
 		for i := range ids {
 			a.newToOld[i], a.oldToNew[i] = int32(i), int32(i)
 		}
@@ -77,18 +78,6 @@ func (b *Baseline) align(ids []string) *alignment {
 		a.newToOld[i], a.oldToNew[j] = j, int32(i)
 	}
 	return a
-}
-
-func equalIDs(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // changes returns the customers that enter and exit segment k of ev
