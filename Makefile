@@ -7,6 +7,8 @@ TOOLS_BIN := $(TOOLS_DIR)/bin
 CONTROLLER_GEN := $(TOOLS_BIN)/controller-gen
 KUBECTL ?= $(TOOLS_BIN)/kubectl
 PROMTOOL ?= promtool
+HELM ?= $(TOOLS_BIN)/helm
+CHART := charts/retention-operator
 IMG ?= retention-operator:dev
 GO_TEST_FLAGS ?= -count=1 -timeout=30m
 
@@ -23,11 +25,11 @@ demo: tools build ## Start a local control plane, run the operator, apply the sa
 	hack/demo.sh
 
 .PHONY: test
-test: tools verify test-rules unit ## Lint-level checks, the Prometheus rules' tests, then unit and envtest tests against a real kube-apiserver and PostgreSQL.
+test: tools verify test-rules test-chart unit ## Lint-level checks, the Prometheus rules' tests, the Helm chart's checks, then unit and envtest tests against a real kube-apiserver and PostgreSQL.
 
 .PHONY: unit
-unit: ## Run the Go tests (envtest, PostgreSQL and SQLite included); the end-to-end tier runs in test-e2e.
-	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/e2e)
+unit: ## Run the Go tests (envtest, PostgreSQL and SQLite included); the end-to-end tier runs in test-e2e, the chart's in test-chart.
+	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e /test/e2e -e /test/chart)
 
 .PHONY: fuzz
 fuzz: ## Run every Go fuzz target for FUZZTIME (default 10s) each, beyond its checked-in seeds (CI: 5s).
@@ -67,6 +69,16 @@ test-rules: ## promtool: check the Prometheus rules and run their unit tests (co
 	$(PROMTOOL) check rules --lint=all --lint-fatal config/prometheus/rules/retention-operator.rules.yaml
 	$(PROMTOOL) test rules config/prometheus/tests/*.yaml
 
+.PHONY: test-chart
+test-chart: ## The Helm chart: helm lint --strict and helm template with the default values and each ci/*-values.yaml (every toggle on), then test/chart (rendered objects, toggles, schema, RBAC and CRDs equal config/, kubeconform -strict on the custom resources, server-side dry run on a real kube-apiserver).
+	@test -x $(HELM) || { echo "$(HELM) not found: run 'make tools'" >&2; exit 1; }
+	@set -e; for values in "" $(CHART)/ci/*-values.yaml; do \
+	  echo "== helm lint --strict $(CHART) $${values:+-f $$values}"; \
+	  $(HELM) lint --strict $(CHART) $${values:+-f $$values}; \
+	  $(HELM) template retention-operator $(CHART) -n retention-system $${values:+-f $$values} >/dev/null; \
+	done
+	go test $(GO_TEST_FLAGS) ./test/chart/
+
 .PHONY: test-monitoring
 test-monitoring: test-rules ## The rules' tests, the dashboard lint, and the dashboard and rules against a real Prometheus (test/promcheck).
 	go test $(GO_TEST_FLAGS) ./test/promcheck/
@@ -79,9 +91,10 @@ build: ## Build bin/retention-operator and the outreach runner bin/retention-out
 	CGO_ENABLED=0 go build -trimpath -o bin/retention-outreach ./cmd/retention-outreach
 
 .PHONY: manifests
-manifests: ## Generate CRDs and RBAC from the markers.
+manifests: ## Generate CRDs and RBAC from the markers, and the chart's copies of them.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./api/...;./controllers/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	$(MAKE) --no-print-directory chart
 
 .PHONY: generate
 generate: ## Generate deepcopy functions.
@@ -91,6 +104,11 @@ generate: ## Generate deepcopy functions.
 monitoring: ## Generate the PrometheusRule and the Grafana dashboard from their sources.
 	hack/gen-prometheusrule.sh config/prometheus/prometheusrule.yaml
 	go run ./hack/gen-dashboard -o config/grafana/retention-operator.json
+	$(MAKE) --no-print-directory chart
+
+.PHONY: chart
+chart: ## Generate the chart's CRD templates, RBAC rules, Prometheus rules and dashboard from config/ (hack/gen-chart).
+	go run ./hack/gen-chart
 
 .PHONY: tools
 tools: ## Install the pinned tools into the cache (idempotent).
