@@ -86,9 +86,10 @@ test-monitoring: test-rules ## The rules' tests, the dashboard lint, and the das
 ##@ Build
 
 .PHONY: build
-build: ## Build bin/retention-operator and the outreach runner bin/retention-outreach.
+build: ## Build bin/retention-operator, the outreach runner bin/retention-outreach and the kubectl plugin bin/kubectl-retention.
 	CGO_ENABLED=0 go build -trimpath -o bin/retention-operator .
 	CGO_ENABLED=0 go build -trimpath -o bin/retention-outreach ./cmd/retention-outreach
+	CGO_ENABLED=0 go build -trimpath -o bin/kubectl-retention ./cmd/kubectl-retention
 
 .PHONY: manifests
 manifests: ## Generate CRDs and RBAC from the markers, and the chart's copies of them.
@@ -136,3 +137,17 @@ deploy: ## Deploy the operator with image IMG.
 .PHONY: undeploy
 undeploy: ## Remove the operator.
 	$(KUBECTL) delete --ignore-not-found -k config/default
+
+##@ kubectl plugin
+
+# PLUGIN_DIR is where install-plugin puts kubectl-retention: $(GOBIN) when
+# set, else ~/.local/bin. Any directory on the PATH works, e.g.
+# `sudo make install-plugin PLUGIN_DIR=/usr/local/bin`.
+PLUGIN_DIR ?= $(or $(shell go env GOBIN),$(HOME)/.local/bin)
+
+.PHONY: install-plugin
+install-plugin: ## Build bin/kubectl-retention and copy it to PLUGIN_DIR ($(GOBIN), else ~/.local/bin), where kubectl finds it as `kubectl retention`.
+	CGO_ENABLED=0 go build -trimpath -o bin/kubectl-retention ./cmd/kubectl-retention
+	install -d "$(PLUGIN_DIR)"
+	install -m 0755 bin/kubectl-retention "$(PLUGIN_DIR)/kubectl-retention"
+	@case ":$$PATH:" in *":$(PLUGIN_DIR):"*) ;; *) echo "note: $(PLUGIN_DIR) is not on your PATH; add it so kubectl finds the plugin" >&2;; esac

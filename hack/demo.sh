@@ -210,6 +210,9 @@ cat <<EOT
   export KUBECONFIG=$KUBECONFIG
   $KUBECTL get retention -n $NS                        # every source, segment, channel, campaign and run
   $KUBECTL describe campaignrun win-back-now -n $NS    # a run's audience, delivery, experiment and measurement, with Events
+  bin/kubectl-retention get segments -n $NS            # the kubectl plugin (make install-plugin puts it on the PATH as kubectl retention)
+  bin/kubectl-retention status campaign win-back -n $NS # a campaign, its segment, channel, runs and Events in one view
+  bin/kubectl-retention get segments -A --status-selector 'Ready!=True'   # what is not Ready (flux's filter)
   $KUBECTL get jobs,pods -n default                    # the outreach Job and its pods
   curl -s http://$METRICS_ADDR/metrics | grep ^retention_   # what Prometheus scrapes
   curl -s http://127.0.0.1:9099/stats                   # what the webhook receiver got (its log: $DEMO_DIR/sink.log)
