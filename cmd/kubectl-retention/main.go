@@ -1,6 +1,6 @@
 // Command kubectl-retention is the `kubectl retention` plugin: put it on
 // the PATH (`make install-plugin`) and kubectl finds it. See
-// internal/plugin for the verbs and their exit codes.
+// plugin/ for the verbs and their exit codes.
 package main
 
 import (
@@ -8,7 +8,7 @@ import (
 	"os"
 	"os/signal"
 
-	"github.com/retention-dev/retention-operator/internal/plugin"
+	"github.com/retention-dev/retention-operator/plugin"
 )
 
 func main() {

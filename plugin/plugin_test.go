@@ -28,7 +28,7 @@ func TestPlugin(t *testing.T) {
 		t.Skip("KUBEBUILDER_ASSETS is not set: run with `make unit` (etcd and kube-apiserver from `make tools`)")
 	}
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
 	cfg, err := env.Start()
