@@ -19,15 +19,20 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+	"github.com/retention-dev/retention-operator/test/localcluster"
 )
 
 // TestPlugin runs the verbs in-process against a real kube-apiserver
 // (envtest, no operator): the test writes the statuses the operator would.
 func TestPlugin(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Skip("KUBEBUILDER_ASSETS is not set: run with `make unit` (etcd and kube-apiserver from `make tools`)")
+	// etcd and kube-apiserver from $KUBEBUILDER_ASSETS, else the tools
+	// cache `make tools` fills: missing, the test fails, it never skips.
+	bin := localcluster.DefaultBinDir()
+	if _, err := os.Stat(filepath.Join(bin, "kube-apiserver")); err != nil {
+		t.Fatalf("kube-apiserver is missing from %s: run `make tools` (%v)", bin, err)
 	}
 	env := &envtest.Environment{
+		BinaryAssetsDirectory: bin,
 		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
