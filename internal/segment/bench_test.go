@@ -162,76 +162,71 @@ func BenchmarkEvaluateBatch200(b *testing.B) {
 	}
 }
 
+// fanOut splits n items into workers contiguous parts, counts each part
+// with count(lo, hi) on a goroutine of its own, and sums the counts.
+func fanOut(n, workers int, count func(lo, hi int) int64) int64 {
+	var wg sync.WaitGroup
+	counts := make([]int64, workers)
+	per := (n + workers - 1) / workers
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			counts[w] = count(w*per, min((w+1)*per, n))
+		}()
+	}
+	wg.Wait()
+	var total int64
+	for _, c := range counts {
+		total += c
+	}
+	return total
+}
+
 // evaluateChunks splits pop into workers contiguous parts, each copied
 // chunk by chunk into records and evaluated by every rule of l, and
 // returns the members summed over the rules.
 func evaluateChunks(l *layout, now time.Time, pop []customer.Scored, workers int) int64 {
-	var wg sync.WaitGroup
-	counts := make([]int64, workers)
-	per := (len(pop) + workers - 1) / workers
-	for w := range workers {
-		lo, hi := w*per, min((w+1)*per, len(pop))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ms := l.matchers(now)
-			ch := &chunk{recs: make([]record, chunkSize), segs: make([]chunkResult, len(l.rules))}
-			for i := range ch.recs {
-				ch.recs[i] = l.newRecord()
+	return fanOut(len(pop), workers, func(lo, hi int) (n int64) {
+		ms := l.matchers(now)
+		ch := &chunk{recs: make([]record, chunkSize), segs: make([]chunkResult, len(l.rules))}
+		for i := range ch.recs {
+			ch.recs[i] = l.newRecord()
+		}
+		for i := lo; i < hi; {
+			ch.n = 0
+			for ; i < hi && ch.n < chunkSize; i++ {
+				ch.recs[ch.n].copyFrom(l, &pop[i])
+				ch.n++
 			}
-			for i := lo; i < hi; {
-				ch.n = 0
-				for ; i < hi && ch.n < chunkSize; i++ {
-					ch.recs[ch.n].copyFrom(l, &pop[i])
-					ch.n++
-				}
-				ch.evaluate(l, ms)
-				for k := range ch.segs {
-					for _, word := range ch.segs[k].bits {
-						counts[w] += int64(bits.OnesCount64(word))
-					}
+			ch.evaluate(l, ms)
+			for k := range ch.segs {
+				for _, word := range ch.segs[k].bits {
+					n += int64(bits.OnesCount64(word))
 				}
 			}
-		}()
-	}
-	wg.Wait()
-	var n int64
-	for _, c := range counts {
-		n += c
-	}
-	return n
+		}
+		return n
+	})
 }
 
 // evaluateSlice splits pop into workers contiguous parts, each evaluated
 // by its own Matcher.
 func evaluateSlice(tb testing.TB, r *Rule, now time.Time, pop []customer.Scored, workers int) int64 {
-	var wg sync.WaitGroup
-	counts := make([]int64, workers)
-	per := (len(pop) + workers - 1) / workers
-	for w := range workers {
-		lo, hi := w*per, min((w+1)*per, len(pop))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m := r.NewMatcher(now)
-			for i := lo; i < hi; i++ {
-				ok, err := m.Match(&pop[i])
-				if err != nil {
-					tb.Error(err)
-					return
-				}
-				if ok {
-					counts[w]++
-				}
+	return fanOut(len(pop), workers, func(lo, hi int) (n int64) {
+		m := r.NewMatcher(now)
+		for i := lo; i < hi; i++ {
+			ok, err := m.Match(&pop[i])
+			if err != nil {
+				tb.Error(err)
+				return n
 			}
-		}()
-	}
-	wg.Wait()
-	var n int64
-	for _, c := range counts {
-		n += c
-	}
-	return n
+			if ok {
+				n++
+			}
+		}
+		return n
+	})
 }
 
 // BenchmarkMaterialize1M evaluates rules over a 1,000,000-customer
