@@ -100,6 +100,7 @@ type Store interface {
 	SnapshotStore
 	MembershipStore
 	RunStore
+	ErasureStore
 	// Close releases the store's connections.
 	Close() error
 }
@@ -323,6 +324,12 @@ type SnapshotWriteParams struct {
 	// Meta is stored as JSON with the snapshot (model parameters, fit
 	// quality, source revision). It may be nil.
 	Meta any
+	// ErasedThrough is the newest tombstone (Tombstones.Through) whose
+	// customers the caller already leaves out. At Commit, the customers of
+	// every later tombstone of the source are removed from the snapshot:
+	// an erasure that ran while it was written wins. 0 checks every
+	// tombstone of the source (one pass over the snapshot when it has any).
+	ErasedThrough int64
 }
 
 // SnapshotWriter receives the customers of one snapshot. It is not safe

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,7 +75,8 @@ const (
 //
 // The phases, in order: the first snapshot (Segments applied with the
 // source: a full apply of every membership), a rescoring, a minute of
-// steady state, the 25 runs, a minute of steady state. The segment figures
+// steady state, an operator crash and restart, a rescoring after it, the
+// 25 runs, a minute of steady state. The segment figures
 // come first so that they are recorded even if the runs fail.
 //
 // It is not part of `make test` or `make test-e2e` (build tag scale); run
@@ -135,6 +137,31 @@ func TestScale(t *testing.T) {
 
 	// Phase 3: steady state with the segments current and no run yet.
 	s.steady(t, "steady state before the runs")
+
+	// Phase 3b: the operator crashes (SIGKILL) and starts again: how long
+	// until it is quiet, what it writes; then a rescoring, whose segments
+	// start from the memberships read back from the store (the restarted
+	// process has none in memory).
+	killed := time.Now()
+	w.stopOperator(syscall.SIGKILL)
+	w.startOperator(t)
+	s.mu.Lock()
+	s.pid = w.op.cmd.Process.Pid
+	s.mu.Unlock()
+	t.Logf("FIGURE phase %q: the restarted operator answered %.1f s after the kill", "restart", time.Since(killed).Seconds())
+	p = s.begin(t, "restart")
+	p.start = killed
+	s.settle(t, p)
+	s.end(t, p)
+	p = s.begin(t, "rescoring after the restart")
+	w.files.Put("transactions.csv.gz", append(append(slices.Clone(txGz), scalePurchases(t, custGz, today)...),
+		scalePurchases(t, custGz, today.AddDate(0, 0, -2))...))
+	w.run(t, nil, "annotate", "-n", namespace, "--overwrite", "customersource/shop",
+		retentionv1.ReconcileRequestedAnnotation+"="+time.Now().UTC().Format(time.RFC3339Nano))
+	snap3 := s.waitSnapshot(t, snap2.id, 15*time.Minute)
+	s.waitSegments(t, p, snap3, 10*time.Minute)
+	s.settle(t, p)
+	s.end(t, p)
 
 	// Phase 4: 25 campaigns run at once, 20 shards each.
 	p = s.begin(t, "runs")
@@ -626,7 +653,10 @@ func (s *scaleRun) sampleRSS() (stop func()) {
 				return
 			case <-tick.C:
 			}
-			if kib, err := scaleProcKiB(s.pid, "VmRSS"); err == nil {
+			s.mu.Lock()
+			pid := s.pid // the restart phase changes it
+			s.mu.Unlock()
+			if kib, err := scaleProcKiB(pid, "VmRSS"); err == nil {
 				s.mu.Lock()
 				s.sampled = math.Max(s.sampled, kib/1024)
 				s.mu.Unlock()

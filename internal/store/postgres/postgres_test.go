@@ -45,7 +45,44 @@ func TestContract(t *testing.T) {
 		NewURL:  func(t testing.TB) string { return pgtest.NewDatabase(t, server) },
 		Open:    open,
 		DownURL: closedPortURL,
+		Dump:    dump,
 	})
+}
+
+// dump returns every row of every table of the test's database, as text.
+func dump(t testing.TB, url string) map[string][]string {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	for _, table := range tables {
+		rows, err := conn.Query(ctx, "SELECT * FROM "+pgx.Identifier{table}.Sanitize())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			vals, err := rows.Values()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[table] = append(out[table], storetest.RowText(vals))
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
 }
 
 // TestServerGoesDown stops the server under an open store: every method

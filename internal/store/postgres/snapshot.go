@@ -58,7 +58,7 @@ func (s *Store) SnapshotWrite(ctx context.Context, p *store.SnapshotWriteParams)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot of %s: %w", p.Source, err)
 	}
-	w := &snapshotWriter{s: s, ctx: ctx, conn: conn, source: p.Source, createdAt: now, meta: meta}
+	w := &snapshotWriter{s: s, ctx: ctx, conn: conn, source: p.Source, createdAt: now, meta: meta, erasedThrough: p.ErasedThrough}
 	if err := w.begin(); err != nil {
 		w.release()
 		return nil, fmt.Errorf("snapshot of %s: %w", p.Source, err)
@@ -75,6 +75,9 @@ type snapshotWriter struct {
 	createdAt time.Time
 	meta      []byte
 	id        int64
+	// erasedThrough: the newest tombstone the caller left out (see
+	// store.SnapshotWriteParams.ErasedThrough).
+	erasedThrough int64
 
 	pw   *io.PipeWriter
 	done chan error // the COPY's result
@@ -200,6 +203,10 @@ func (w *snapshotWriter) Commit() (*store.Snapshot, error) {
 	w.end = true
 	defer w.release()
 	table := snapshotTable(w.id)
+	if err := w.dropErased(); err != nil {
+		_ = w.tx.Rollback(context.Background())
+		return nil, w.fail(fmt.Errorf("leaving out erased customers: %w", err))
+	}
 	// The key after the load: one sort instead of a million index inserts.
 	if _, err := w.tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD PRIMARY KEY (customer_id)", table)); err != nil {
 		_ = w.tx.Rollback(context.Background())

@@ -65,7 +65,7 @@ func (s *Store) SnapshotWrite(ctx context.Context, p *store.SnapshotWriteParams)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot of %s: %w", p.Source, wrapErr(err))
 	}
-	w := &snapshotWriter{s: s, ctx: ctx, conn: conn, source: p.Source, createdAt: s.opts.Now(), meta: meta}
+	w := &snapshotWriter{s: s, ctx: ctx, conn: conn, source: p.Source, createdAt: s.opts.Now(), meta: meta, erasedThrough: p.ErasedThrough}
 	if err := w.begin(); err != nil {
 		w.rollback()
 		if w.id != 0 {
@@ -85,6 +85,9 @@ type snapshotWriter struct {
 	createdAt time.Time
 	meta      []byte
 	id        int64
+	// erasedThrough: the newest tombstone the caller left out (see
+	// store.SnapshotWriteParams.ErasedThrough).
+	erasedThrough int64
 
 	insert *sql.Stmt // rowsPerStatement rows
 	args   []any     // buffered rows' values
@@ -239,6 +242,11 @@ func (w *snapshotWriter) Commit() (*store.Snapshot, error) {
 	if w.err == nil && !w.txOpen {
 		if err := w.beginTx(); err != nil {
 			w.fail(err)
+		}
+	}
+	if w.err == nil {
+		if err := w.dropErased(); err != nil {
+			w.fail(fmt.Errorf("leaving out erased customers: %w", err))
 		}
 	}
 	if w.err == nil {

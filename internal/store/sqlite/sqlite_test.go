@@ -29,7 +29,55 @@ func TestContract(t *testing.T) {
 		DownURL: func(t testing.TB) string {
 			return "sqlite://" + filepath.Join(t.TempDir(), "missing-dir", "sub", "store.db")
 		},
+		Dump: dump,
 	})
+}
+
+// dump returns every row of every table of the database at url, as text.
+func dump(t testing.TB, url string) map[string][]string {
+	ctx := context.Background()
+	s, err := Open(ctx, url, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var tables []string
+	rows, err := s.db.QueryContext(ctx, "SELECT name FROM sqlite_master WHERE type = 'table'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		tables = append(tables, name)
+	}
+	rows.Close()
+	out := map[string][]string{}
+	for _, table := range tables {
+		rows, err := s.db.QueryContext(ctx, fmt.Sprintf("SELECT * FROM %q", table))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cols, _ := rows.Columns()
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				t.Fatal(err)
+			}
+			out[table] = append(out[table], storetest.RowText(vals))
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		rows.Close()
+	}
+	return out
 }
 
 func TestPathFromURL(t *testing.T) {

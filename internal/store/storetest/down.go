@@ -97,6 +97,12 @@ func Calls(ctx context.Context, s store.Store) map[string]error {
 	call("OptOutFilter", func() error { _, err := s.OptOutFilter(ctx, "ns/ch", []string{"a"}); return err })
 	call("OptOutDelete", func() error { return s.OptOutDelete(ctx, "ns/ch", "a") })
 	call("Now", func() error { _, err := s.Now(ctx); return err })
+	call("ErasureApply", func() error {
+		_, err := s.ErasureApply(ctx, &store.ErasureApplyParams{Source: "ns/s", CustomerIDs: []string{"a"}})
+		return err
+	})
+	call("TombstonesGet", func() error { _, err := s.TombstonesGet(ctx, "ns/s"); return err })
+	call("ErasedFilter", func() error { _, err := s.ErasedFilter(ctx, "ns/s", []string{"a"}); return err })
 	call("RunCancel", func() error { _, err := s.RunCancel(ctx, "r"); return err })
 	call("RunDelete", func() error { return s.RunDelete(ctx, "r") })
 	return errs

@@ -30,6 +30,10 @@ type Driver struct {
 	Open func(ctx context.Context, url string, opts store.Options) (store.Store, error)
 	// DownURL returns a URL whose database cannot be reached.
 	DownURL func(t testing.TB) string
+	// Dump returns every row of every table of the database at url, by
+	// table, each row's values as text (byte strings as they are), so the
+	// erasure test can search the whole database for an erased customer.
+	Dump func(t testing.TB, url string) map[string][]string
 }
 
 // Exercise runs the contract suite.
@@ -45,6 +49,7 @@ func Exercise(ctx context.Context, t *testing.T, d *Driver) {
 	t.Run("OptOut", func(t *testing.T) { t.Parallel(); exerciseOptOut(ctx, t, d) })
 	t.Run("Tally", func(t *testing.T) { t.Parallel(); exerciseTally(ctx, t, d) })
 	t.Run("Measure", func(t *testing.T) { t.Parallel(); exerciseMeasure(ctx, t, d) })
+	t.Run("Erasure", func(t *testing.T) { t.Parallel(); exerciseErasure(ctx, t, d) })
 	t.Run("Down", func(t *testing.T) { t.Parallel(); exerciseDown(ctx, t, d) })
 }
 

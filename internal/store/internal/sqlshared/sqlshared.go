@@ -223,8 +223,8 @@ func runGroups(campaign, filter string) string {
 // treatment target, at the run's materialization, void unless live. A run
 // materialized before migration 0003 has its entries there already. $1
 // run id.
-const LedgerKeep = `INSERT INTO contacts (channel, customer_id, campaign, run_id, at, void)
-	SELECT r.channel, t.customer_id, r.campaign, r.run_id, r.materialized_at, NOT (` + liveEntry + `)
+const LedgerKeep = `INSERT INTO contacts (channel, customer_id, campaign, run_id, at, void, source)
+	SELECT r.channel, t.customer_id, r.campaign, r.run_id, r.materialized_at, NOT (` + liveEntry + `), r.source
 	FROM runs r JOIN targets t ON t.run_id = r.run_id
 	WHERE r.run_id = $1 AND r.materialized_at IS NOT NULL AND t.grp = 'treatment'`
 
@@ -233,8 +233,8 @@ const LedgerKeep = `INSERT INTO contacts (channel, customer_id, campaign, run_id
 // per holdout target, at the run's materialization. Void ghosts are not
 // kept: nothing counts them, and nothing can make them live once the run
 // is gone. $1 run id.
-const GhostKeep = `INSERT INTO ghost_contacts (campaign_uid, channel, customer_id, run_id, at)
-	SELECT r.campaign_uid, r.channel, t.customer_id, r.run_id, r.materialized_at
+const GhostKeep = `INSERT INTO ghost_contacts (campaign_uid, channel, customer_id, run_id, at, source)
+	SELECT r.campaign_uid, r.channel, t.customer_id, r.run_id, r.materialized_at, r.source
 	FROM runs r JOIN targets t ON t.run_id = r.run_id
 	WHERE r.run_id = $1 AND r.materialized_at IS NOT NULL AND ` + liveGhost
 
@@ -245,8 +245,8 @@ const GhostKeep = `INSERT INTO ghost_contacts (campaign_uid, channel, customer_i
 // the campaign materialized before it (that run's group is the recorded
 // one, and it will be copied when that run is deleted). A recorded
 // assignment is never changed. $1 run id.
-const HoldoutKeep = `INSERT INTO holdout_assignments (campaign_uid, customer_id, grp)
-	SELECT r.campaign_uid, t.customer_id, t.grp
+const HoldoutKeep = `INSERT INTO holdout_assignments (campaign_uid, customer_id, grp, source)
+	SELECT r.campaign_uid, t.customer_id, t.grp, r.source
 	FROM runs r JOIN targets t ON t.run_id = r.run_id
 	WHERE r.run_id = $1 AND r.materialized_seq IS NOT NULL AND r.campaign_uid <> ''
 	  AND t.grp IN ('treatment', 'holdout')

@@ -1,0 +1,30 @@
+-- 0007: erasure on request (GDPR Art. 17). An erased customer is removed
+-- from every snapshot, membership, target, ledger entry and opt-out of its
+-- source (ErasureApply); what is kept is a tombstone, the salted SHA-256
+-- of the source's customer id, that later snapshots are checked against,
+-- so a re-import does not bring the customer back.
+--
+-- One salt per store, made by the first erasure: the hashes cannot be
+-- compared with another store's or recomputed from a list of ids without
+-- it. seq orders the tombstones, so a snapshot writer can ask for those
+-- recorded since it started (an erasure that ran while it was written).
+-- Times are Unix microseconds.
+CREATE TABLE erasure_salt (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    salt BLOB NOT NULL
+) STRICT;
+CREATE TABLE erased_customers (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    source    TEXT NOT NULL,
+    hash      BLOB NOT NULL,
+    erased_at INTEGER NOT NULL,
+    UNIQUE (source, hash)
+) STRICT;
+
+-- The records that outlive a run now say which source their customer is
+-- of, so an erasure removes that source's entries only (customer ids are
+-- per source). Entries recorded before this migration have '' and are
+-- removed by customer id alone.
+ALTER TABLE contacts ADD COLUMN source TEXT NOT NULL DEFAULT '';
+ALTER TABLE ghost_contacts ADD COLUMN source TEXT NOT NULL DEFAULT '';
+ALTER TABLE holdout_assignments ADD COLUMN source TEXT NOT NULL DEFAULT '';
