@@ -240,7 +240,7 @@ func (p *statusPatcher) finish(ctx context.Context, rec EventRecorder, obj condi
 
 // getReference reads a referenced object of this API; a missing one is a
 // waiting error with the reason and "<kind> <namespace>/<name> not found".
-func getReference(ctx context.Context, c client.Client, key types.NamespacedName, obj client.Object, kind, notFoundReason string) error {
+func getReference(ctx context.Context, c client.Reader, key types.NamespacedName, obj client.Object, kind, notFoundReason string) error {
 	if err := c.Get(ctx, key, obj); err != nil {
 		if apierrors.IsNotFound(err) {
 			return waiting(notFoundReason, "%s %s not found", kind, key)

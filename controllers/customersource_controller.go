@@ -193,7 +193,18 @@ func (r *CustomerSourceReconciler) score(ctx context.Context, cs *retentionv1.Cu
 		return "", err
 	}
 	key := cs.Namespace + "/" + cs.Name
-	w, err := st.SnapshotWrite(ctx, &store.SnapshotWriteParams{Source: key, Meta: map[string]any{"generation": cs.Generation}})
+	// The erased customers (CustomerErasure) are left out as they are
+	// read; an erasure that runs while the snapshot is written is applied
+	// at its Commit (ErasedThrough).
+	erased, err := st.TombstonesGet(ctx, key)
+	if err != nil {
+		return "", fmt.Errorf("reading the erased customers: %w", err)
+	}
+	reader := newReader(cs, in)
+	if erased.Len() > 0 {
+		reader = &source.WithoutErased{Reader: reader, Erased: erased.ErasedBytes}
+	}
+	w, err := st.SnapshotWrite(ctx, &store.SnapshotWriteParams{Source: key, Meta: map[string]any{"generation": cs.Generation}, ErasedThrough: erased.Through})
 	if err != nil {
 		return "", waiting(retentionv1.ReasonStoreUnavailable, "starting a snapshot: %v", err)
 	}
@@ -207,7 +218,7 @@ func (r *CustomerSourceReconciler) score(ctx context.Context, cs *retentionv1.Cu
 		}
 		return nil
 	}
-	res, err := scoring.Score(ctx, newReader(cs, in), opts, emit)
+	res, err := scoring.Score(ctx, reader, opts, emit)
 	if err != nil {
 		return "", r.scoringFailure(cs, err)
 	}
@@ -226,7 +237,7 @@ func (r *CustomerSourceReconciler) score(ctx context.Context, cs *retentionv1.Cu
 			"%d of %d rows rejected; first: %s", res.Rejected, res.Source.Rows, firstRejection(res.Source))
 	}
 	ctrl.LoggerFrom(ctx).Info("scored", "customers", res.Customers, "transactions", res.Transactions,
-		"rejectedRows", res.Rejected, "model", res.Selected, "snapshot", snap.ID, "duration", cs.Status.Duration.Duration)
+		"rejectedRows", res.Rejected, "erasedRecords", res.Source.Erased, "model", res.Selected, "snapshot", snap.ID, "duration", cs.Status.Duration.Duration)
 	return fmt.Sprintf("scored %d customers with %s (%s)", res.Customers, res.Selected, selectionText(res)), nil
 }
 

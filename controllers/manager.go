@@ -42,6 +42,7 @@ func SetupReconcilers(mgr ctrl.Manager, stores *StoreProvider, m *metrics.Metric
 		&SegmentReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock, Stores: stores, Metrics: m},
 		&CampaignReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: clock, Stores: stores, Metrics: m},
 		&CampaignRunReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: clock, Stores: stores, Runner: runner, Metrics: m},
+		&CustomerErasureReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: clock, Stores: stores},
 	}
 	for _, s := range steps {
 		if err := s.SetupWithManager(mgr); err != nil {

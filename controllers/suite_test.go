@@ -177,6 +177,7 @@ func setupTestReconcilers(mgr ctrl.Manager) error {
 		&CampaignReconciler{Client: mgr.GetClient(), Recorder: rec, RetryAfter: retry, Clock: suiteClock, Stores: suiteStores, Metrics: suiteMetrics},
 		&CampaignRunReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, RetryAfter: retry,
 			Clock: suiteClock, Stores: suiteStores, Runner: suiteRunner, Metrics: suiteMetrics},
+		&CustomerErasureReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, RetryAfter: retry, Stores: suiteStores},
 	} {
 		if err := s.SetupWithManager(mgr); err != nil {
 			return err

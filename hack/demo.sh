@@ -189,6 +189,16 @@ done
 "$KUBECTL" get campaign win-back-demo -n "$NS" -o jsonpath='  the campaign over all its measured runs (one run: judged as the run is; more: Mantel–Haenszel): {.status.measurement.verdict}
 '
 
+say "a customer asks to be forgotten (GDPR Art. 17): kubectl retention erase customer ID --source shop --wait"
+erased_id=$(zcat "$DEMO_DIR/transactions.csv.gz" | sed -n 2p | cut -d, -f1)
+customers_before=$("$KUBECTL" get customersource shop -n "$NS" -o jsonpath='{.status.customers}')
+bin/kubectl-retention erase customer "$erased_id" --source shop -n "$NS" --wait --timeout 2m 2>&1 | sed 's/^/  /'
+"$KUBECTL" get customererasure -n "$NS" -o jsonpath='{range .items[*]}  {.metadata.name}: {.status.phase}, {.status.erased.customers} customer: {.status.erased.snapshotRows} snapshot records, {.status.erased.memberships} segment memberships, {.status.erased.targets} run targets ({.status.erased.skippedTargets} still to send, now skipped) kept under tombstone ids; the ids Secret is emptied
+{end}'
+"$KUBECTL" annotate --overwrite customersource/shop -n "$NS" retention.dev/requestedAt="$(date -u +%FT%TZ)" >/dev/null
+"$KUBECTL" wait -n "$NS" --for=jsonpath='{.status.lastHandledReconcileAt}'="$("$KUBECTL" get customersource shop -n "$NS" -o jsonpath='{.metadata.annotations.retention\.dev/requestedAt}')" --timeout=120s customersource/shop >/dev/null || true
+echo "  rescored from the same data: $customers_before customers before, $("$KUBECTL" get customersource shop -n "$NS" -o jsonpath='{.status.customers}') after (the tombstone keeps the erased one out)"
+
 say "what Prometheus scrapes (curl http://$METRICS_ADDR/metrics | grep ^retention_)"
 curl -sf "http://$METRICS_ADDR/metrics" | grep -E '^retention_(source_(customers|transactions|customers_by_risk|retention_rate_ratio|expected_value|scoring_interval_seconds)|segment_size|campaign_(audience_total|messages_total|conversions_total|conversion_ratio|uplift_ratio|uplift_lower_ratio|uplift_upper_ratio|mde_ratio|sample_ratio_p_value|runs)[{ ])' | grep -v ' 0$' | sed 's/^/  /' || echo "  (metrics endpoint not reachable)"
 
@@ -213,6 +223,8 @@ cat <<EOT
   bin/kubectl-retention get segments -n $NS            # the kubectl plugin (make install-plugin puts it on the PATH as kubectl retention)
   bin/kubectl-retention status campaign win-back -n $NS # a campaign, its segment, channel, runs and Events in one view
   bin/kubectl-retention get segments -A --status-selector 'Ready!=True'   # what is not Ready (flux's filter)
+  bin/kubectl-retention run campaign win-back-demo -n $NS --wait   # an ad-hoc run; the exit code says how it ended
+  bin/kubectl-retention erase customer ID --source shop -n $NS --wait   # forget a customer (docs/privacy.md)
   $KUBECTL get jobs,pods -n default                    # the outreach Job and its pods
   curl -s http://$METRICS_ADDR/metrics | grep ^retention_   # what Prometheus scrapes
   curl -s http://127.0.0.1:9099/stats                   # what the webhook receiver got (its log: $DEMO_DIR/sink.log)

@@ -144,48 +144,75 @@ func (e *Env) run(ctx context.Context, args []string) error {
 // measuring), an error for a failed or cancelled run, and a codeError with
 // ExitTimeout when the time is up.
 func (e *Env) waitRun(ctx context.Context, c client.Client, run *retentionv1.CampaignRun, timeout time.Duration, measured bool) (*retentionv1.CampaignRun, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	last := retentionv1.RunPhase("-")
-	key := client.ObjectKeyFromObject(run)
-	tick := time.NewTicker(e.Poll)
-	defer tick.Stop()
-	for {
-		cur := &retentionv1.CampaignRun{}
-		err := c.Get(ctx, key, cur)
-		switch {
-		case err == nil:
-			setGVK(cur, "CampaignRun")
-			run = cur
+	o, err := e.poll(ctx, c, run, "run", timeout, func() client.Object { return &retentionv1.CampaignRun{} },
+		func(o client.Object) (string, bool, error) {
+			run := o.(*retentionv1.CampaignRun)
+			setGVK(run, "CampaignRun")
 			phase := run.Status.Phase
 			if phase == "" {
 				phase = retentionv1.RunPending
 			}
-			if phase != last {
-				fmt.Fprintf(e.Stderr, "run %s: %s\n", run.Name, phaseLine(run, phase))
-				last = phase
-			}
+			line := "phase " + string(phase)
 			switch phase {
 			case retentionv1.RunSucceeded:
-				return run, nil
+				return line, true, nil
 			case retentionv1.RunMeasuring:
-				if !measured {
-					return run, nil
-				}
+				return line, !measured, nil
 			case retentionv1.RunFailed, retentionv1.RunCancelled:
-				return run, fmt.Errorf("run %s %s: %s", run.Name, strings.ToLower(string(phase)), readyMessage(run))
+				return line, true, fmt.Errorf("run %s %s: %s", run.Name, strings.ToLower(string(phase)), readyMessage(run))
+			}
+			return line, false, nil
+		}, func(o client.Object) string {
+			run := o.(*retentionv1.CampaignRun)
+			phase := run.Status.Phase
+			if phase == "" {
+				phase = retentionv1.RunPending
+			}
+			return phaseLine(run, phase)
+		})
+	if o == nil {
+		return nil, err
+	}
+	return o.(*retentionv1.CampaignRun), err
+}
+
+// poll reads the object every e.Poll until check says it is done (with
+// check's error), it is deleted, or timeout passes (a codeError with
+// ExitTimeout). Each time check's state changes, progress's line goes to
+// stderr as "<what> <name>: <line>". It returns the object last read.
+func (e *Env) poll(ctx context.Context, c client.Client, obj client.Object, what string, timeout time.Duration,
+	newObj func() client.Object, check func(client.Object) (state string, done bool, err error), progress func(client.Object) string) (client.Object, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	key := client.ObjectKeyFromObject(obj)
+	tick := time.NewTicker(e.Poll)
+	defer tick.Stop()
+	last := "phase -"
+	for {
+		cur := newObj()
+		err := c.Get(ctx, key, cur)
+		switch {
+		case err == nil:
+			obj = cur
+			state, done, cerr := check(cur)
+			if state != last {
+				fmt.Fprintf(e.Stderr, "%s %s: %s\n", what, key.Name, progress(cur))
+				last = state
+			}
+			if done {
+				return obj, cerr
 			}
 		case apierrors.IsNotFound(err):
-			return nil, fmt.Errorf("run %s was deleted while waiting", key.Name)
+			return nil, fmt.Errorf("%s %s was deleted while waiting", what, key.Name)
 		case ctx.Err() == nil:
-			fmt.Fprintf(e.Stderr, "warning: reading run %s: %v\n", key.Name, err)
+			fmt.Fprintf(e.Stderr, "warning: reading %s %s: %v\n", what, key.Name, err)
 		}
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return run, &codeError{code: ExitTimeout, msg: fmt.Sprintf("timed out after %s waiting for run %s (phase %s)", timeout, run.Name, last)}
+				return obj, &codeError{code: ExitTimeout, msg: fmt.Sprintf("timed out after %s waiting for %s %s (%s)", timeout, what, key.Name, last)}
 			}
-			return run, ctx.Err()
+			return obj, ctx.Err()
 		case <-tick.C:
 		}
 	}
@@ -209,7 +236,7 @@ func readyMessage(o client.Object) string {
 	return "no Ready condition"
 }
 
-// check verifies the install like `cmctl check api`: the five kinds are
+// check verifies the install like `cmctl check api`: the six kinds are
 // served by the API server (discovery) and can be listed with the
 // caller's credentials. With --wait it retries until that holds.
 func (e *Env) check(ctx context.Context, args []string) error {

@@ -20,7 +20,7 @@ import (
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
 )
 
-// kind describes one of the five kinds for the plugin.
+// kind describes one of the six kinds for the plugin.
 type kind struct {
 	Kind     string
 	resource string // plural resource name
@@ -111,6 +111,25 @@ var kinds = []*kind{
 		row: func(o client.Object, _ time.Time) []string {
 			r := o.(*retentionv1.CampaignRun)
 			return runColumns(r)
+		},
+	},
+	{
+		Kind: "CustomerErasure", resource: "customererasures",
+		names:   []string{"erasures", "erasure", "customererasures", "customererasure"},
+		newList: func() client.ObjectList { return &retentionv1.CustomerErasureList{} },
+		newObj:  func() client.Object { return &retentionv1.CustomerErasure{} },
+		columns: []string{"SOURCE", "PHASE", "CUSTOMERS", "COMPLETED"},
+		row: func(o client.Object, now time.Time) []string {
+			e := o.(*retentionv1.CustomerErasure)
+			customers := "<none>"
+			if e.Status.Erased != nil {
+				customers = strconv.FormatInt(e.Status.Erased.Customers, 10)
+			}
+			phase := string(e.Status.Phase)
+			if phase == "" {
+				phase = string(retentionv1.ErasurePending)
+			}
+			return []string{e.Spec.SourceRef.Name, phase, customers, age(e.Status.CompletionTime, now)}
 		},
 	},
 }

@@ -1,11 +1,12 @@
 // Package plugin is the `kubectl retention` plugin (cmd/kubectl-retention):
-// get, status, suspend, resume, run and check against the API server of the
+// get, status, suspend, resume, run, erase and check against the API server of the
 // current kubeconfig. Every verb writes to the Env's writers and returns an
 // exit code, so tests run the verbs in-process against envtest.
 //
 // Exit codes: 0 success; 1 an error, or a run that failed or was cancelled,
 // or `check api` not ready; 2 a bad command line; 3 `run --wait` timed out
-// before the run reached the awaited phase.
+// before the run reached the awaited phase, or `erase --wait` before the
+// erasure completed.
 package plugin
 
 import (
@@ -97,16 +98,17 @@ func Kubeconfig(f ConnFlags) (*Conn, error) {
 const usage = `kubectl retention: the retention operator's objects from kubectl.
 
 Usage:
-  kubectl retention get sources|segments|channels|campaigns|runs [NAME] [-n NS | -A] [--status-selector 'Ready!=True'] [-o table|json|yaml]
+  kubectl retention get sources|segments|channels|campaigns|runs|erasures [NAME] [-n NS | -A] [--status-selector 'Ready!=True'] [-o table|json|yaml]
   kubectl retention status campaign|source|segment NAME [-n NS] [-o text|json|yaml]
   kubectl retention suspend campaign|source NAME [-n NS]
   kubectl retention resume campaign|source NAME [-n NS]
   kubectl retention run campaign NAME [-n NS] [--wait] [--for sent|measured] [--timeout 10m] [-o name|json|yaml]
+  kubectl retention erase customer ID... --source NAME [--from-file FILE|-] [--wait] [--timeout 10m] [-o name|json|yaml]
   kubectl retention check api [--wait 1m]
 
 Every verb accepts --kubeconfig, --context and -n/--namespace.
 Exit codes: 0 success; 1 error, a failed or cancelled run, or an API not ready;
-2 bad command line; 3 run --wait timed out.
+2 bad command line; 3 run --wait or erase --wait timed out.
 `
 
 // Run runs one command line (without the program name) and returns the exit code.
@@ -141,6 +143,8 @@ func (e *Env) Run(ctx context.Context, args []string) int {
 		err = e.run(ctx, args[1:])
 	case "check":
 		err = e.check(ctx, args[1:])
+	case "erase":
+		err = e.erase(ctx, args[1:])
 	default:
 		err = usageErrorf("unknown verb %q", args[0])
 	}

@@ -406,6 +406,89 @@ func TestPlugin(t *testing.T) {
 		}
 	})
 
+	t.Run("erase", func(t *testing.T) {
+		// The operator's part: complete (or fail) the next erasure.
+		finishErasure := func(phase retentionv1.ErasurePhase) <-chan *retentionv1.CustomerErasure {
+			done := make(chan *retentionv1.CustomerErasure, 1)
+			go func() {
+				defer close(done)
+				for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+					var l retentionv1.CustomerErasureList
+					if err := c.List(ctx, &l, client.InNamespace(ns)); err != nil {
+						t.Error(err)
+						return
+					}
+					for i := range l.Items {
+						e := &l.Items[i]
+						if e.Status.Phase != "" {
+							continue
+						}
+						time.Sleep(150 * time.Millisecond)
+						e.Status.Phase = phase
+						if err := c.Status().Update(ctx, e); err != nil {
+							t.Error(err)
+						}
+						done <- e
+						return
+					}
+				}
+				t.Error("the plugin created no erasure")
+			}()
+			return done
+		}
+		ids := filepath.Join(t.TempDir(), "ids")
+		if err := os.WriteFile(ids, []byte("c00003\n\n c00004 \n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		done := finishErasure(retentionv1.ErasureCompleted)
+		code, out, errOut := run("erase", "customer", "c00001", "c00002", "--source", "warehouse", "--from-file", ids, "--wait", "--timeout", "15s")
+		e := <-done
+		if code != ExitOK || e == nil || !strings.Contains(out, "customererasure.retention.dev/"+e.Name+" created (4 customers of source warehouse)") ||
+			!strings.Contains(errOut, "erasure "+e.Name+": Completed") {
+			t.Fatalf("erase: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+		}
+		if e.Spec.SourceRef.Name != "warehouse" || e.Spec.CustomerIDsSecretRef.Name != e.Name || e.Spec.CustomerIDsSecretRef.Key != "ids" {
+			t.Errorf("erasure spec %+v", e.Spec)
+		}
+		var sec corev1.Secret
+		mustGet(t, c, ns, e.Name, &sec)
+		if got := string(sec.Data["ids"]); got != "c00001\nc00002\nc00003\nc00004\n" {
+			t.Errorf("secret ids %q", got)
+		}
+		if len(sec.OwnerReferences) != 1 || sec.OwnerReferences[0].UID != e.UID {
+			t.Errorf("secret owners %+v", sec.OwnerReferences)
+		}
+		// The ids are in the Secret only.
+		b, _ := json.Marshal(e)
+		if strings.Contains(string(b), "c00001") {
+			t.Errorf("the erasure names a customer: %s", b)
+		}
+
+		done = finishErasure(retentionv1.ErasureFailed)
+		if code, _, errOut := run("erase", "customer", "c9", "--source", "warehouse", "--wait", "--timeout", "15s"); code != ExitFailed || !strings.Contains(errOut, "failed") {
+			t.Errorf("failed erasure: exit %d %s", code, errOut)
+		}
+		<-done
+		for _, tc := range []struct {
+			args []string
+			code int
+			msg  string
+		}{
+			{[]string{"erase", "customer", "c1"}, ExitUsage, "--source is required"},
+			{[]string{"erase", "customer", "--source", "warehouse"}, ExitUsage, "no customer id"},
+			{[]string{"erase", "campaign", "x", "--source", "warehouse"}, ExitUsage, "usage"},
+			{[]string{"erase", "customer", "c1", "--source", "nope"}, ExitFailed, "not found"},
+		} {
+			if code, _, errOut := run(tc.args...); code != tc.code || !strings.Contains(errOut, tc.msg) {
+				t.Errorf("%v: exit %d, %s", tc.args, code, errOut)
+			}
+		}
+		code, out, _ = run("get", "erasures")
+		if code != 0 || !strings.Contains(out, "SOURCE") || !strings.Contains(out, e.Name) || !strings.Contains(out, "Completed") {
+			t.Errorf("get erasures: exit %d\n%s", code, out)
+		}
+	})
+
 	t.Run("check api", func(t *testing.T) {
 		code, out, errOut := run("check", "api", "--wait", "5s")
 		if code != 0 || strings.TrimSpace(out) != "The retention API is ready" {

@@ -106,6 +106,9 @@ const (
 	ReasonJobFailed = "JobFailed"
 	// ReasonMaterializeFailed: the audience could not be written.
 	ReasonMaterializeFailed = "MaterializeFailed"
+	// ReasonErasing: a CustomerErasure removed the customers and is
+	// clearing its Secret.
+	ReasonErasing = "Erasing"
 )
 
 // Event reasons of state changes that are not condition transitions.

@@ -32,3 +32,9 @@ func (in *CampaignRun) GetConditions() *[]metav1.Condition { return &in.Status.C
 
 // SetObservedGeneration records the generation the status describes.
 func (in *CampaignRun) SetObservedGeneration(g int64) { in.Status.ObservedGeneration = g }
+
+// GetConditions returns a pointer to the status conditions.
+func (in *CustomerErasure) GetConditions() *[]metav1.Condition { return &in.Status.Conditions }
+
+// SetObservedGeneration records the generation the status describes.
+func (in *CustomerErasure) SetObservedGeneration(g int64) { in.Status.ObservedGeneration = g }

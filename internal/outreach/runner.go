@@ -260,7 +260,7 @@ func (r *runner) finish(ctx context.Context, err error) (Stats, error) {
 	return r.stats, err
 }
 
-// sendBatch drops the opted-out, renders and sends one claimed batch, and
+// sendBatch drops the erased and the opted-out, renders and sends one claimed batch, and
 // hands every outcome to the recorder.
 func (r *runner) sendBatch(ctx context.Context, batch []*store.Target) error {
 	ids := make([]string, len(batch))
@@ -273,9 +273,22 @@ func (r *runner) sendBatch(ctx context.Context, batch []*store.Target) error {
 	if err != nil {
 		return fmt.Errorf("checking opt-outs: %w", err)
 	}
+	// And erasures: ErasureApply skips the targets it finds, but a claim
+	// or a materialization that read before it committed still holds the
+	// customer (the store then takes the skip, or finds the target gone).
+	erased := map[string]bool{}
+	if r.cfg.Run.Source != "" {
+		if erased, err = r.cfg.Store.ErasedFilter(ctx, r.cfg.Run.Source, ids); err != nil {
+			return fmt.Errorf("checking erasures: %w", err)
+		}
+	}
 	var wg sync.WaitGroup
 	items := make([]item, len(batch))
 	for i, t := range batch {
+		if erased[t.CustomerID] {
+			r.rec.skip(t.CustomerID, store.ReasonErased)
+			continue
+		}
 		if optedOut[t.CustomerID] {
 			r.rec.skip(t.CustomerID, store.ReasonOptedOut)
 			continue

@@ -142,6 +142,9 @@ type Report struct {
 	Transactions, Customers, Summaries int64
 	// Rejected is the number of rows skipped because a value was unusable.
 	Rejected int64
+	// Erased is the number of records left out because their customer was
+	// erased (WithoutErased).
+	Erased int64
 	// Samples describe the first MaxSamples rejected rows.
 	Samples []RowError
 }

@@ -29,7 +29,7 @@ import (
 // monitoring toggles have their kinds) as a platform team would: `helm
 // install` with the monitoring toggles and the NetworkPolicy on. Every
 // object of the release's manifest must then exist in the cluster and the
-// five CRDs be established; an upgrade that turns the monitoring off
+// six CRDs be established; an upgrade that turns the monitoring off
 // removes those objects; `helm uninstall` removes the rest but keeps the
 // CRDs (crds.keep, the default), and with them the custom resources.
 // There are no kubelets: the operator's pod is not run here (the story
@@ -188,8 +188,8 @@ func retentionCRDs(t *testing.T, objs []*unstructured.Unstructured) []string {
 			names = append(names, o.GetName())
 		}
 	}
-	if len(names) != 5 {
-		t.Fatalf("the release has %d retention.dev CRDs %v, want 5", len(names), names)
+	if len(names) != 6 {
+		t.Fatalf("the release has %d retention.dev CRDs %v, want 6", len(names), names)
 	}
 	return names
 }

@@ -15,6 +15,7 @@
   - secrets
   verbs:
   - get
+  - patch
 - apiGroups:
   - events.k8s.io
   resources:
@@ -38,6 +39,7 @@
   - campaignruns/status
   - campaigns/status
   - channels/status
+  - customererasures/status
   - customersources/status
   - segments/status
   verbs:
@@ -47,6 +49,7 @@
   resources:
   - campaigns
   - channels
+  - customererasures
   verbs:
   - list
   - watch
