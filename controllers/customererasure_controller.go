@@ -142,13 +142,19 @@ func (r *CustomerErasureReconciler) apply(ctx context.Context, ce *retentionv1.C
 	return patcher.Patch(ctx, ce)
 }
 
-// clearSecret removes the Secret's data and marks it with the erasure's UID.
+// lastApplied is the annotation `kubectl apply` keeps the whole applied
+// object in: for a Secret applied with stringData, the ids in the clear.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// clearSecret removes the Secret's data (and the copy `kubectl apply`
+// keeps of it) and marks it with the erasure's UID.
 func (r *CustomerErasureReconciler) clearSecret(ctx context.Context, sec *corev1.Secret, uid types.UID) error {
-	if len(sec.Data) == 0 && sec.Annotations[retentionv1.ErasedByAnnotation] == string(uid) {
+	_, applied := sec.Annotations[lastApplied]
+	if len(sec.Data) == 0 && !applied && sec.Annotations[retentionv1.ErasedByAnnotation] == string(uid) {
 		return nil
 	}
 	patch, err := json.Marshal(map[string]any{
-		"metadata": map[string]any{"annotations": map[string]string{retentionv1.ErasedByAnnotation: string(uid)}},
+		"metadata": map[string]any{"annotations": map[string]any{retentionv1.ErasedByAnnotation: string(uid), lastApplied: nil}},
 		"data":     nil,
 	})
 	if err != nil {

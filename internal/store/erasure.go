@@ -101,15 +101,26 @@ type Tombstones struct {
 	// Through is the sequence number of the newest tombstone (0: none).
 	Through int64
 	hashes  map[[sha256.Size]byte]struct{}
+	// fingerprints are the tombstones' TombstoneFingerprint values: a
+	// source read checks every row against them and hashes an id with
+	// SHA-256 only on a match (a SHA-256 per row would cost a scoring of
+	// 8 M rows a second).
+	fingerprints map[int64]struct{}
+	seed         uint64 // FNV-1a state after the salt
 }
 
-// NewTombstones returns tombstones of the given hashes.
-func NewTombstones(salt []byte, through int64, hashes [][]byte) *Tombstones {
-	t := &Tombstones{Salt: salt, Through: through, hashes: make(map[[sha256.Size]byte]struct{}, len(hashes))}
+// NewTombstones returns tombstones of the given hashes and fingerprints
+// (of the same customers, in any order).
+func NewTombstones(salt []byte, through int64, hashes [][]byte, fingerprints []int64) *Tombstones {
+	t := &Tombstones{Salt: salt, Through: through, hashes: make(map[[sha256.Size]byte]struct{}, len(hashes)),
+		fingerprints: make(map[int64]struct{}, len(fingerprints)), seed: fnvSeed(salt)}
 	for _, h := range hashes {
 		var k [sha256.Size]byte
 		copy(k[:], h)
 		t.hashes[k] = struct{}{}
+	}
+	for _, f := range fingerprints {
+		t.fingerprints[f] = struct{}{}
 	}
 	return t
 }
@@ -122,23 +133,53 @@ func (t *Tombstones) Len() int {
 	return len(t.hashes)
 }
 
-// Erased reports whether the customer id has a tombstone. It costs one
-// SHA-256 of the id when there are tombstones, nothing otherwise.
-func (t *Tombstones) Erased(customerID string) bool {
+// Erased reports whether the customer id has a tombstone. It costs an
+// FNV-1a of the id when there are tombstones (nothing otherwise), and a
+// SHA-256 when the fingerprint matches one.
+func (t *Tombstones) Erased(customerID string) bool { return erased(t, customerID) }
+
+// ErasedBytes is Erased for an id in bytes (a source reader's buffer).
+func (t *Tombstones) ErasedBytes(customerID []byte) bool { return erased(t, customerID) }
+
+func erased[ID string | []byte](t *Tombstones, customerID ID) bool {
 	if t.Len() == 0 {
 		return false
 	}
-	_, ok := t.hashes[TombstoneHash(t.Salt, customerID)]
-	return ok
-}
-
-// ErasedBytes is Erased for an id in bytes (a source reader's buffer).
-func (t *Tombstones) ErasedBytes(customerID []byte) bool {
-	if t.Len() == 0 {
+	if _, ok := t.fingerprints[fnvOf(t.seed, customerID)]; !ok {
 		return false
 	}
 	_, ok := t.hashes[tombstoneHash(t.Salt, customerID)]
 	return ok
+}
+
+// FNV-1a, 64 bits.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func fnvSeed(salt []byte) uint64 {
+	h := uint64(fnvOffset)
+	for _, b := range salt {
+		h = (h ^ uint64(b)) * fnvPrime
+	}
+	return h
+}
+
+func fnvOf[ID string | []byte](seed uint64, customerID ID) int64 {
+	h := seed
+	for i := 0; i < len(customerID); i++ {
+		h = (h ^ uint64(customerID[i])) * fnvPrime
+	}
+	return int64(h)
+}
+
+// TombstoneFingerprint is the fast check of a tombstone: FNV-1a (64 bits)
+// of the salt followed by the id. It is stored beside the SHA-256, which
+// decides; it says no more of the id than the hash does (both are keyed
+// by the same salt).
+func TombstoneFingerprint(salt []byte, customerID string) int64 {
+	return fnvOf(fnvSeed(salt), customerID)
 }
 
 // TombstoneHash is the tombstone of a customer id: SHA-256 of the salt

@@ -120,6 +120,9 @@ func TestEndToEnd(t *testing.T) {
 	w.checkMetrics(t, ctx, "welcome", []*runResult{welcome}, w.smtp.Stats().Unique)
 	w.checkShippedExpressions(t, ctx, "win-back")
 
+	// A customer the story messaged asks to be forgotten.
+	w.checkErasure(t, run1.sent[50], []*runResult{run1, run2, run3})
+
 	// What the operator must never do, checked on everything the story
 	// left behind: write personal data outside its store, run a pod that
 	// the restricted Pod Security Standard refuses, or keep writing to the

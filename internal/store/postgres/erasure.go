@@ -39,9 +39,9 @@ func (s *Store) ErasureApply(ctx context.Context, p *store.ErasureApplyParams) (
 		if err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO erased_customers (source, hash, erased_at)
-			SELECT $1, h, $3 FROM unnest($2::bytea[]) h ON CONFLICT (source, hash) DO NOTHING`,
-			p.Source, sqlshared.TombstoneHashes(salt, ids), s.opts.Now())
+		tag, err := tx.Exec(ctx, `INSERT INTO erased_customers (source, hash, fingerprint, erased_at)
+			SELECT $1, h, f, $3 FROM unnest($2::bytea[], $4::bigint[]) AS t(h, f) ON CONFLICT (source, hash) DO NOTHING`,
+			p.Source, sqlshared.TombstoneHashes(salt, ids), s.opts.Now(), sqlshared.TombstoneFingerprints(salt, ids))
 		if err != nil {
 			return fmt.Errorf("tombstones: %w", err)
 		}
@@ -147,15 +147,17 @@ func tombstonesSince(ctx context.Context, q querier, source string, since int64)
 	}
 	defer rows.Close()
 	var (
-		hashes  [][]byte
-		through int64
+		hashes       [][]byte
+		fingerprints []int64
+		through      int64
 	)
 	for rows.Next() {
 		var h []byte
-		if err := rows.Scan(&through, &h); err != nil {
+		var f int64
+		if err := rows.Scan(&through, &h, &f); err != nil {
 			return nil, err
 		}
-		hashes = append(hashes, h)
+		hashes, fingerprints = append(hashes, h), append(fingerprints, f)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -166,7 +168,7 @@ func tombstonesSince(ctx context.Context, q querier, source string, since int64)
 			return nil, fmt.Errorf("erasure salt: %w", err)
 		}
 	}
-	return store.NewTombstones(salt, through, hashes), nil
+	return store.NewTombstones(salt, through, hashes, fingerprints), nil
 }
 
 // ErasedFilter implements store.Store.

@@ -50,40 +50,7 @@ func TestContract(t *testing.T) {
 }
 
 // dump returns every row of every table of the test's database, as text.
-func dump(t testing.TB, url string) map[string][]string {
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string][]string{}
-	for _, table := range tables {
-		rows, err := conn.Query(ctx, "SELECT * FROM "+pgx.Identifier{table}.Sanitize())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			vals, err := rows.Values()
-			if err != nil {
-				t.Fatal(err)
-			}
-			out[table] = append(out[table], storetest.RowText(vals))
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return out
-}
+func dump(t testing.TB, url string) map[string][]string { return pgtest.Dump(t, url, storetest.RowText) }
 
 // TestServerGoesDown stops the server under an open store: every method
 // returns an error, none panics.

@@ -44,14 +44,15 @@ func (s *Store) ErasureApply(ctx context.Context, p *store.ErasureApplyParams) (
 		if err := tx.QueryRowContext(ctx, sqlshared.SaltGet).Scan(&salt); err != nil {
 			return fmt.Errorf("erasure salt: %w", err)
 		}
-		ins, err := tx.PrepareContext(ctx, `INSERT INTO erased_customers (source, hash, erased_at) VALUES (?, ?, ?) ON CONFLICT (source, hash) DO NOTHING`)
+		ins, err := tx.PrepareContext(ctx, `INSERT INTO erased_customers (source, hash, fingerprint, erased_at) VALUES (?, ?, ?, ?) ON CONFLICT (source, hash) DO NOTHING`)
 		if err != nil {
 			return err
 		}
 		defer ins.Close()
 		now := micros(s.opts.Now())
-		for _, h := range sqlshared.TombstoneHashes(salt, ids) {
-			r, err := ins.ExecContext(ctx, p.Source, h, now)
+		fingerprints := sqlshared.TombstoneFingerprints(salt, ids)
+		for i, h := range sqlshared.TombstoneHashes(salt, ids) {
+			r, err := ins.ExecContext(ctx, p.Source, h, fingerprints[i], now)
 			if err != nil {
 				return fmt.Errorf("tombstones: %w", err)
 			}
@@ -151,15 +152,17 @@ func tombstonesSince(ctx context.Context, q sqlQuerier, source string, since int
 	}
 	defer rows.Close()
 	var (
-		hashes  [][]byte
-		through int64
+		hashes       [][]byte
+		fingerprints []int64
+		through      int64
 	)
 	for rows.Next() {
 		var h []byte
-		if err := rows.Scan(&through, &h); err != nil {
+		var f int64
+		if err := rows.Scan(&through, &h, &f); err != nil {
 			return nil, err
 		}
-		hashes = append(hashes, h)
+		hashes, fingerprints = append(hashes, h), append(fingerprints, f)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -170,7 +173,7 @@ func tombstonesSince(ctx context.Context, q sqlQuerier, source string, since int
 			return nil, fmt.Errorf("erasure salt: %w", err)
 		}
 	}
-	return store.NewTombstones(salt, through, hashes), nil
+	return store.NewTombstones(salt, through, hashes, fingerprints), nil
 }
 
 // ErasedFilter implements store.Store.

@@ -89,7 +89,7 @@ const (
 
 // TombstonesSince reads a source's tombstones after sequence number $2
 // (0: all), newest last.
-const TombstonesSince = `SELECT seq, hash FROM erased_customers WHERE source = $1 AND seq > $2 ORDER BY seq`
+const TombstonesSince = `SELECT seq, hash, fingerprint FROM erased_customers WHERE source = $1 AND seq > $2 ORDER BY seq`
 
 // NewSalt returns 32 random bytes.
 func NewSalt() ([]byte, error) {
@@ -106,6 +106,15 @@ func TombstoneHashes(salt []byte, ids []string) [][]byte {
 	for i, id := range ids {
 		h := store.TombstoneHash(salt, id)
 		out[i] = h[:]
+	}
+	return out
+}
+
+// TombstoneFingerprints returns the ids' tombstone fingerprints.
+func TombstoneFingerprints(salt []byte, ids []string) []int64 {
+	out := make([]int64, len(ids))
+	for i, id := range ids {
+		out[i] = store.TombstoneFingerprint(salt, id)
 	}
 	return out
 }

@@ -16,6 +16,9 @@ CREATE TABLE erased_customers (
     seq       bigserial PRIMARY KEY,
     source    text NOT NULL,
     hash      bytea NOT NULL,
+    -- FNV-1a of the salt and the id: the fast check a source read makes of
+    -- every row before the SHA-256 (store.TombstoneFingerprint).
+    fingerprint bigint NOT NULL,
     erased_at timestamptz NOT NULL,
     UNIQUE (source, hash)
 );

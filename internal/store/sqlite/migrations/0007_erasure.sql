@@ -17,6 +17,9 @@ CREATE TABLE erased_customers (
     seq       INTEGER PRIMARY KEY AUTOINCREMENT,
     source    TEXT NOT NULL,
     hash      BLOB NOT NULL,
+    -- FNV-1a of the salt and the id: the fast check a source read makes of
+    -- every row before the SHA-256 (store.TombstoneFingerprint).
+    fingerprint INTEGER NOT NULL,
     erased_at INTEGER NOT NULL,
     UNIQUE (source, hash)
 ) STRICT;
