@@ -29,7 +29,7 @@ import (
 // (concurrencyPolicy Replace); its value names the run that replaced it.
 // The Campaign reconciler never writes a run's status: the run's own
 // reconciler does, so one writer owns each status.
-const cancelAnnotation = "retention.dev/cancel-requested-by"
+const cancelAnnotation = retentionv1.CancelRequestedAnnotation
 
 // CampaignReconciler starts CampaignRuns on a Campaign's schedule or
 // OnEnter trigger, as the CronJob controller starts Jobs: one run per slot

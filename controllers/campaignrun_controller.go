@@ -328,7 +328,10 @@ func failedOutcome(run *retentionv1.CampaignRun) error {
 }
 
 func cancelledOutcome(run *retentionv1.CampaignRun) error {
-	return &doneError{Reason: retentionv1.ReasonCancelled, Message: fmt.Sprintf("cancelled: replaced by run %s", run.Annotations[cancelAnnotation])}
+	if by := run.Annotations[cancelAnnotation]; by != retentionv1.AbortRequest {
+		return &doneError{Reason: retentionv1.ReasonCancelled, Message: fmt.Sprintf("cancelled: replaced by run %s", by)}
+	}
+	return &doneError{Reason: retentionv1.ReasonCancelled, Message: "cancelled: aborted on request (kubectl retention abort run); nothing more is sent"}
 }
 
 func readyCondition(run *retentionv1.CampaignRun) *metav1.Condition {

@@ -303,3 +303,58 @@ func checkAPI(ctx context.Context, conn *Conn) error {
 	}
 	return nil
 }
+
+// abort cancels an active run (the operator's cancellation, as for a run
+// replaced by a newer one): its pending targets are skipped, what a
+// runner already holds is sent. With --wait it follows the run until it
+// has ended.
+func (e *Env) abort(ctx context.Context, args []string) error {
+	f := e.newFlags("abort")
+	var wait bool
+	var timeout time.Duration
+	f.BoolVar(&wait, "wait", false, "wait until the run has ended")
+	f.DurationVar(&timeout, "timeout", 5*time.Minute, "how long --wait waits (exit code 3 after it)")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 || kindByName(pos[0]) == nil || kindByName(pos[0]).Kind != "CampaignRun" {
+		return usageErrorf("usage: kubectl retention abort run NAME [--wait]")
+	}
+	conn, err := e.Connect(f.conn)
+	if err != nil {
+		return err
+	}
+	c := conn.Client
+	var run retentionv1.CampaignRun
+	if err := c.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: pos[1]}, &run); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("CampaignRun %q not found in namespace %q", pos[1], conn.Namespace)
+		}
+		return err
+	}
+	if run.Status.Phase.Finished() {
+		return fmt.Errorf("run %s has already ended (%s)", run.Name, run.Status.Phase)
+	}
+	if by := run.Annotations[retentionv1.CancelRequestedAnnotation]; by != "" {
+		fmt.Fprintf(e.Stderr, "run %s: a cancellation was already requested (%s)\n", run.Name, by)
+	} else {
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, retentionv1.CancelRequestedAnnotation, retentionv1.AbortRequest)
+		if err := c.Patch(ctx, &run, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+			return fmt.Errorf("requesting the cancellation: %w", err)
+		}
+		fmt.Fprintf(e.Stdout, "campaignrun.%s/%s abort requested\n", retentionv1.GroupVersion.Group, run.Name)
+	}
+	if !wait {
+		return nil
+	}
+	_, err = e.poll(ctx, c, &run, "run", timeout, func() client.Object { return &retentionv1.CampaignRun{} },
+		func(o client.Object) (string, bool, error) {
+			r := o.(*retentionv1.CampaignRun)
+			return "phase " + string(r.Status.Phase), r.Status.Phase.Finished(), nil
+		}, func(o client.Object) string {
+			r := o.(*retentionv1.CampaignRun)
+			return phaseLine(r, r.Status.Phase)
+		})
+	return err
+}

@@ -489,6 +489,84 @@ func TestPlugin(t *testing.T) {
 		}
 	})
 
+	t.Run("abort and report", func(t *testing.T) {
+		rc := &retentionv1.Campaign{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "reactivate"},
+			Spec: retentionv1.CampaignSpec{SegmentRef: retentionv1.LocalObjectReference{Name: "lapsed"}, ChannelRef: retentionv1.LocalObjectReference{Name: "hook"},
+				Message: retentionv1.Message{Body: "Come back"}, Schedule: "0 9 * * 1", Suspend: true}}
+		mustCreate(t, c, rc)
+		newRun := func(name string, day int, phase retentionv1.RunPhase) *retentionv1.CampaignRun {
+			r := &retentionv1.CampaignRun{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+				Spec: retentionv1.CampaignRunSpec{CampaignRef: retentionv1.LocalObjectReference{Name: "reactivate"},
+					ScheduledTime: metav1.NewTime(time.Date(2026, 11, day, 9, 0, 0, 0, time.UTC))}}
+			mustCreate(t, c, r)
+			r.Status.Phase = phase
+			setReady(t, c, r, metav1.ConditionFalse, string(phase), "")
+			return r
+		}
+		done := newRun("reactivate-done", 2, retentionv1.RunSucceeded)
+		sending := newRun("reactivate-sending", 9, retentionv1.RunSending)
+
+		// abort: the annotation the operator acts on; --wait until it ends.
+		go func() {
+			time.Sleep(300 * time.Millisecond)
+			var r retentionv1.CampaignRun
+			mustGet(t, c, ns, sending.Name, &r)
+			r.Status.Phase = retentionv1.RunCancelled
+			if err := c.Status().Update(ctx, &r); err != nil {
+				t.Error(err)
+			}
+		}()
+		code, out, errOut := run("abort", "run", sending.Name, "--wait", "--timeout", "10s")
+		if code != ExitOK || !strings.Contains(out, "campaignrun.retention.dev/"+sending.Name+" abort requested") || !strings.Contains(errOut, "run "+sending.Name+": Cancelled") {
+			t.Errorf("abort: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+		}
+		var r retentionv1.CampaignRun
+		mustGet(t, c, ns, sending.Name, &r)
+		if r.Annotations[retentionv1.CancelRequestedAnnotation] != retentionv1.AbortRequest {
+			t.Errorf("annotations after abort: %v", r.Annotations)
+		}
+		if code, _, errOut := run("abort", "run", done.Name); code != ExitFailed || !strings.Contains(errOut, "already ended (Succeeded)") {
+			t.Errorf("abort of a finished run: exit %d %s", code, errOut)
+		}
+		if code, _, errOut := run("abort", "campaign", "reactivate"); code != ExitUsage || !strings.Contains(errOut, "usage") {
+			t.Errorf("abort campaign: exit %d %s", code, errOut)
+		}
+
+		// report: each run's groups, uplift, MDE and SRM, then the pooled line.
+		mustGet(t, c, ns, done.Name, &r)
+		r.Status.Experiment = &retentionv1.ExperimentDesign{MinimumDetectableEffect: "2.10", SampleRatioPValue: "0.41", PlannedHoldoutPercent: 10}
+		r.Status.Measurement = &retentionv1.Measurement{Final: true,
+			Treatment: retentionv1.GroupConversion{Customers: 900, Converted: 90, RatePercent: "10.00"},
+			Holdout:   retentionv1.GroupConversion{Customers: 100, Converted: 6, RatePercent: "6.00"},
+			Uplift:    &retentionv1.Uplift{PercentagePoints: "4.00", Lower: "-1.20", Upper: "8.10", PValue: "0.18", Method: retentionv1.UpliftNewcombe},
+			Verdict:   "no significant difference: +4.00 pp"}
+		if err := c.Status().Update(ctx, &r); err != nil {
+			t.Fatal(err)
+		}
+		rc.Status.Measurement = &retentionv1.Measurement{Runs: 1, Final: true, Treatment: r.Status.Measurement.Treatment, Holdout: r.Status.Measurement.Holdout,
+			Uplift: r.Status.Measurement.Uplift, Verdict: "pooled verdict"}
+		setReady(t, c, rc, metav1.ConditionTrue, "Succeeded", "")
+		code, out, errOut = run("report", "campaign", "reactivate")
+		t.Logf("report:\n%s", out)
+		for _, want := range []string{"RUN", "UPLIFT (95% CI)", "reactivate-done", "Succeeded", "90/900 (10.00%)", "6/100 (6.00%)", "4.00pp [-1.20, 8.10]", "0.18", "2.10pp", "0.41",
+			"reactivate-sending", "Cancelled", "pooled (1 runs)", "reactivate-done: no significant difference: +4.00 pp", "campaign reactivate: pooled verdict"} {
+			if code != ExitOK || !strings.Contains(out, want) {
+				t.Errorf("report: exit %d, no %q in\n%s%s", code, want, out, errOut)
+			}
+		}
+		if i, j := strings.Index(out, "reactivate-done"), strings.Index(out, "reactivate-sending"); i < 0 || j < i {
+			t.Errorf("runs not in schedule order:\n%s", out)
+		}
+		code, out, _ = run("report", "campaign", "reactivate", "-o", "json")
+		var rep CampaignReport
+		if err := json.Unmarshal([]byte(out), &rep); code != ExitOK || err != nil || len(rep.Runs) != 2 || rep.Pooled == nil || rep.Runs[0].Measurement == nil {
+			t.Errorf("report json: exit %d, %v, %+v", code, err, rep)
+		}
+		if code, _, errOut := run("report", "campaign", "nope"); code != ExitFailed || !strings.Contains(errOut, "not found") {
+			t.Errorf("report of a missing campaign: exit %d %s", code, errOut)
+		}
+	})
+
 	t.Run("check api", func(t *testing.T) {
 		code, out, errOut := run("check", "api", "--wait", "5s")
 		if code != 0 || strings.TrimSpace(out) != "The retention API is ready" {

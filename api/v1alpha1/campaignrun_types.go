@@ -2,6 +2,17 @@ package v1alpha1
 
 import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+// CancelRequestedAnnotation asks the operator to cancel an active
+// CampaignRun: its pending targets are skipped (reason cancelled), targets
+// a runner already holds are sent, and the run ends Cancelled. The value
+// names who asked: the run that replaced it (concurrencyPolicy Replace),
+// or AbortRequest.
+const CancelRequestedAnnotation = "retention.dev/cancel-requested-by"
+
+// AbortRequest is the CancelRequestedAnnotation value of a run cancelled
+// by a person (`kubectl retention abort run NAME`).
+const AbortRequest = "abort"
+
 // RunPhase is where a campaign run is in its life.
 // +kubebuilder:validation:Enum=Pending;Materializing;Sending;Measuring;Succeeded;Failed;Cancelled
 type RunPhase string
