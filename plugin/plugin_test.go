@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"image/color"
+	"image/png"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -19,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+	"github.com/retention-dev/retention-operator/internal/plot"
 	"github.com/retention-dev/retention-operator/test/localcluster"
 )
 
@@ -557,6 +560,11 @@ func TestPlugin(t *testing.T) {
 		if i, j := strings.Index(out, "reactivate-done"), strings.Index(out, "reactivate-sending"); i < 0 || j < i {
 			t.Errorf("runs not in schedule order:\n%s", out)
 		}
+		png := filepath.Join(t.TempDir(), "uplift.png")
+		if code, _, errOut := run("report", "campaign", "reactivate", "--plot", png); code != ExitOK || !strings.Contains(errOut, "uplift plot written to "+png) {
+			t.Errorf("report --plot: exit %d %s", code, errOut)
+		}
+		checkUpliftPlot(t, png)
 		code, out, _ = run("report", "campaign", "reactivate", "-o", "json")
 		var rep CampaignReport
 		if err := json.Unmarshal([]byte(out), &rep); code != ExitOK || err != nil || len(rep.Runs) != 2 || rep.Pooled == nil || rep.Runs[0].Measurement == nil {
@@ -604,5 +612,31 @@ func setReady(t *testing.T, c client.Client, o client.Object, status metav1.Cond
 	*h.GetConditions() = []metav1.Condition{{Type: retentionv1.ConditionReady, Status: status, Reason: reason, Message: msg, LastTransitionTime: metav1.Now()}}
 	if err := c.Status().Update(context.Background(), o); err != nil {
 		t.Fatalf("status of %s: %v", o.GetName(), err)
+	}
+}
+
+// checkUpliftPlot decodes the report's PNG and looks for the run's
+// interval (blue) and the pooled one (red).
+func checkUpliftPlot(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inks := map[color.RGBA]int{}
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			r, g, bl, a := img.At(x, y).RGBA()
+			inks[color.RGBA{uint8(r >> 8), uint8(g >> 8), uint8(bl >> 8), uint8(a >> 8)}]++
+		}
+	}
+	if b.Dx() != 1000 || b.Dy() < 500 || inks[plot.Blue] < 300 || inks[plot.Red] < 300 || inks[plot.Black] < 300 {
+		t.Errorf("uplift plot %v: %d blue, %d red, %d black pixels", b, inks[plot.Blue], inks[plot.Red], inks[plot.Black])
 	}
 }

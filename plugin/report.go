@@ -2,14 +2,18 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"sort"
+	"strconv"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+	"github.com/retention-dev/retention-operator/internal/plot"
 )
 
 // CampaignReport is what `report campaign` shows: each run's experiment
@@ -37,12 +41,14 @@ type RunReport struct {
 func (e *Env) report(ctx context.Context, args []string) error {
 	f := e.newFlags("report")
 	out := outputFlag(f, "table")
+	var plotPath string
+	f.StringVar(&plotPath, "plot", "", "also draw each run's uplift with its 95% interval, and the pooled one, to this PNG file")
 	pos, err := f.parse(args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 2 || kindByName(pos[0]) == nil || kindByName(pos[0]).Kind != "Campaign" {
-		return usageErrorf("usage: kubectl retention report campaign NAME [-o table|json|yaml]")
+		return usageErrorf("usage: kubectl retention report campaign NAME [-o table|json|yaml] [--plot FILE.png]")
 	}
 	if err := checkOutput(*out, "table", "json", "yaml"); err != nil {
 		return err
@@ -55,10 +61,103 @@ func (e *Env) report(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if plotPath != "" {
+		if err := plotUplift(plotPath, rep); err != nil {
+			return fmt.Errorf("drawing %s: %w", plotPath, err)
+		}
+		fmt.Fprintf(e.Stderr, "uplift plot written to %s\n", plotPath)
+	}
 	if *out != "table" {
 		return printObject(e.Stdout, *out, rep)
 	}
 	return printCampaignReport(e, rep)
+}
+
+// plotUplift draws each measured run's uplift (percentage points) as a
+// point with its 95% interval, in schedule order, then the pooled one, with
+// the zero line: a person sees at a glance which runs cleared zero.
+func plotUplift(path string, rep *CampaignReport) error {
+	type bar struct {
+		label          string
+		mid, low, high float64
+		pooled         bool
+	}
+	var bars []bar
+	add := func(label string, m *retentionv1.Measurement, pooled bool) error {
+		if m == nil || m.Uplift == nil {
+			return nil
+		}
+		var vals [3]float64
+		for i, s := range []string{m.Uplift.PercentagePoints, m.Uplift.Lower, m.Uplift.Upper} {
+			v, err := strconv.ParseFloat(s, 64)
+			if err != nil {
+				return fmt.Errorf("%s: uplift %q: %w", label, s, err)
+			}
+			vals[i] = v
+		}
+		bars = append(bars, bar{label, vals[0], vals[1], vals[2], pooled})
+		return nil
+	}
+	for _, r := range rep.Runs {
+		if err := add(r.Name, r.Measurement, false); err != nil {
+			return err
+		}
+	}
+	if err := add("pooled", rep.Pooled, true); err != nil {
+		return err
+	}
+	if len(bars) == 0 {
+		return errors.New("no run of the campaign has a measured uplift yet")
+	}
+	lo, hi := 0.0, 0.0
+	for _, b := range bars {
+		lo, hi = math.Min(lo, b.low), math.Max(hi, b.high)
+	}
+	step := plot.NiceStep((hi - lo) / 6)
+	lo, hi = math.Floor(lo/step)*step, math.Ceil(hi/step)*step
+	if hi-lo < step {
+		hi = lo + step
+	}
+	// Run names read upwards under the axis: the longest sets the margin.
+	labels := make([]string, len(bars))
+	longest := 0
+	for i, b := range bars {
+		labels[i] = b.label
+		if len(labels[i]) > 28 {
+			labels[i] = labels[i][:27] + "~"
+		}
+		longest = max(longest, plot.TextWidth(labels[i], 2))
+	}
+	const W, left, right, top, ph = 1000, 100, 40, 70, 400
+	H := top + ph + 30 + longest
+	c := plot.New(W, H)
+	pw := W - left - right
+	px := func(i int) int { return left + int(float64(pw)*(float64(i)+0.5)/float64(len(bars))) }
+	py := func(v float64) int { return top + ph - int(math.Round(float64(ph)*(v-lo)/(hi-lo))) }
+	for v := lo; v <= hi+step/2; v += step {
+		y := py(v)
+		c.Line(left, y, left+pw, y, 1, 0, plot.Grey)
+		l := plot.TrimFloat(v)
+		c.Text(left-10-plot.TextWidth(l, 2), y-7, 2, l, plot.DarkGrey)
+	}
+	c.Line(left, py(0), left+pw, py(0), 2, 8, plot.DarkGrey)
+	c.Line(left, top, left, top+ph, 2, 0, plot.Black)
+	for i, b := range bars {
+		ink := plot.Blue
+		if b.pooled {
+			ink = plot.Red
+		}
+		x := px(i)
+		c.Line(x, py(b.low), x, py(b.high), 3, 0, ink)
+		c.Line(x-8, py(b.low), x+8, py(b.low), 3, 0, ink)
+		c.Line(x-8, py(b.high), x+8, py(b.high), 3, 0, ink)
+		c.Fill(x-6, py(b.mid)-6, x+7, py(b.mid)+7, ink)
+		c.TextUp(x-7, top+ph+15+plot.TextWidth(labels[i], 2), 2, labels[i], plot.Black)
+	}
+	yl := "uplift (percentage points)"
+	c.TextUp(20, top+ph/2+plot.TextWidth(yl, 2)/2, 2, yl, plot.Black)
+	c.Text(left, 25, 2, "campaign "+rep.Campaign+": uplift by run, 95% interval (red: pooled)", plot.Black)
+	return c.SavePNG(path)
 }
 
 func campaignReport(ctx context.Context, c client.Client, ns, name string) (*CampaignReport, error) {
