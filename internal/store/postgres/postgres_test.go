@@ -50,7 +50,9 @@ func TestContract(t *testing.T) {
 }
 
 // dump returns every row of every table of the test's database, as text.
-func dump(t testing.TB, url string) map[string][]string { return pgtest.Dump(t, url, storetest.RowText) }
+func dump(t testing.TB, url string) map[string][]string {
+	return pgtest.Dump(t, url, storetest.RowText)
+}
 
 // TestServerGoesDown stops the server under an open store: every method
 // returns an error, none panics.
