@@ -121,6 +121,9 @@ func (r *CampaignReconciler) reconcileReferences(ctx context.Context, c *retenti
 		if err := getReference(ctx, r.Client, key, &seg, "segment", retentionv1.ReasonSegmentNotFound); err != nil {
 			return nil, err
 		}
+		if seg.IsPreview() {
+			return nil, stalled(retentionv1.ReasonInvalidSpec, "segment %s is a preview (kubectl retention preview segment): campaigns cannot use it", name)
+		}
 		if i == 0 {
 			refs.segment = &seg
 		}

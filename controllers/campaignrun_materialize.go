@@ -125,6 +125,9 @@ func (r *CampaignRunReconciler) runReferences(ctx context.Context, c *retentionv
 	if err := getReference(ctx, r.Client, key, &seg, "segment", retentionv1.ReasonSegmentNotFound); err != nil {
 		return nil, nil, err
 	}
+	if seg.IsPreview() {
+		return nil, nil, stalled(retentionv1.ReasonInvalidSpec, "segment %s is a preview: campaigns cannot use it", key)
+	}
 	if seg.Status.SnapshotID == 0 {
 		return nil, nil, waiting(retentionv1.ReasonSegmentNotReady, "segment %s has not been evaluated yet", key)
 	}

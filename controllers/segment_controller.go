@@ -87,6 +87,9 @@ func (r *SegmentReconciler) evaluate(ctx context.Context, seg *retentionv1.Segme
 	if err != nil {
 		return "", err
 	}
+	if err := clonePreview(ctx, st, seg); err != nil {
+		return "", err
+	}
 	res, err := r.materialize(ctx, st, seg, cs, rule)
 	if err == nil {
 		err = res.err
@@ -259,4 +262,20 @@ func (r *SegmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			referrers(r.Client, func() client.ObjectList { return &retentionv1.SegmentList{} }, indexSourceRef))).
 		Named("segment").
 		Complete(r)
+}
+
+// clonePreview gives a preview Segment (kubectl retention preview segment)
+// the current membership of the Segment it previews before its first
+// evaluation: the evaluation then applies only the changes to it, and its
+// entered and exited counts are against that membership.
+func clonePreview(ctx context.Context, st store.Store, seg *retentionv1.Segment) error {
+	of := seg.Annotations[retentionv1.PreviewOfAnnotation]
+	if of == "" || !seg.IsPreview() || seg.Status.SnapshotID != 0 {
+		return nil
+	}
+	err := st.MembershipClone(ctx, seg.Namespace+"/"+of, seg.Namespace+"/"+seg.Name)
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid) {
+		return nil // nothing to compare with (all entries), or cloned by an earlier try
+	}
+	return err
 }

@@ -91,7 +91,7 @@ func TestPlugin(t *testing.T) {
 	for _, s := range []client.Object{lapsed, broken, fresh, elsewhere} {
 		mustCreate(t, c, s)
 	}
-	lapsed.Status.Size, lapsed.Status.SharePercent = 120, "30.0"
+	lapsed.Status.Size, lapsed.Status.SharePercent, lapsed.Status.SnapshotID = 120, "30.0", 7
 	setReady(t, c, lapsed, metav1.ConditionTrue, "Succeeded", "120 customers")
 	setReady(t, c, broken, metav1.ConditionFalse, "InvalidRule", "no such field nope")
 	setReady(t, c, elsewhere, metav1.ConditionFalse, "SourceNotFound", "no source")
@@ -572,6 +572,73 @@ func TestPlugin(t *testing.T) {
 		}
 		if code, _, errOut := run("report", "campaign", "nope"); code != ExitFailed || !strings.Contains(errOut, "not found") {
 			t.Errorf("report of a missing campaign: exit %d %s", code, errOut)
+		}
+	})
+
+	t.Run("preview", func(t *testing.T) {
+		manifest := filepath.Join(t.TempDir(), "lapsed.yaml")
+		if err := os.WriteFile(manifest, []byte(`apiVersion: retention.dev/v1alpha1
+kind: Segment
+metadata:
+  name: lapsed
+spec:
+  sourceRef: {name: warehouse}
+  rule: customer.pAlive < 0.4
+`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// The operator's part: evaluate the preview Segment the plugin makes.
+		seen := make(chan retentionv1.Segment, 1)
+		go func() {
+			for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				var l retentionv1.SegmentList
+				if err := c.List(ctx, &l, client.InNamespace(ns), client.MatchingLabels{retentionv1.PreviewLabel: "true"}); err != nil {
+					t.Error(err)
+					return
+				}
+				if len(l.Items) == 0 {
+					continue
+				}
+				p := l.Items[0]
+				seen <- *p.DeepCopy()
+				p.Status = retentionv1.SegmentStatus{Size: 90, Entered: 5, Exited: 35, SharePercent: "22.5", ExpectedValue: "1234.50", SnapshotID: 7}
+				p.Status.Conditions = []metav1.Condition{{Type: retentionv1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Succeeded",
+					Message: "90 customers", ObservedGeneration: p.Generation, LastTransitionTime: metav1.Now()}}
+				if err := c.Status().Update(ctx, &p); err != nil {
+					t.Error(err)
+				}
+				return
+			}
+			t.Error("the plugin made no preview Segment")
+		}()
+		code, out, errOut := run("preview", "segment", "-f", manifest)
+		t.Logf("preview:\n%s%s", out, errOut)
+		p := <-seen
+		if code != ExitOK || p.Spec.Rule != "customer.pAlive < 0.4" || p.Spec.SourceRef.Name != "warehouse" ||
+			p.Annotations[retentionv1.PreviewOfAnnotation] != "lapsed" || !strings.HasPrefix(p.Name, "lapsed-preview-") {
+			t.Fatalf("preview: exit %d; the Segment made: %s %v %+v", code, p.Name, p.Annotations, p.Spec)
+		}
+		for _, want := range []string{"SOURCE", "ENTERING", "warehouse", "90", "22.5%", "1234.50", "lapsed", "120", "5", "35"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("no %q in the preview:\n%s", want, out)
+			}
+		}
+		var gone retentionv1.Segment
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: p.Name}, &gone); err == nil {
+			t.Errorf("the preview Segment %s is still there", p.Name)
+		}
+		for _, tc := range []struct {
+			args []string
+			code int
+			msg  string
+		}{
+			{[]string{"preview", "segment"}, ExitUsage, "usage"},
+			{[]string{"preview", "campaign", "-f", manifest}, ExitUsage, "usage"},
+			{[]string{"preview", "segment", "-f", filepath.Join(t.TempDir(), "none.yaml")}, ExitFailed, "no such file"},
+		} {
+			if code, _, errOut := run(tc.args...); code != tc.code || !strings.Contains(errOut, tc.msg) {
+				t.Errorf("%v: exit %d %s", tc.args, code, errOut)
+			}
 		}
 	})
 

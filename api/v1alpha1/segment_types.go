@@ -2,6 +2,19 @@ package v1alpha1
 
 import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+// PreviewLabel marks a Segment made by `kubectl retention preview segment`:
+// evaluated like any other, never usable by a Campaign, deleted by the
+// plugin once read.
+const PreviewLabel = "retention.dev/preview"
+
+// PreviewOfAnnotation names, on a preview Segment, the Segment whose
+// current membership its entered and exited counts are against (the
+// operator copies that membership before the first evaluation).
+const PreviewOfAnnotation = "retention.dev/preview-of"
+
+// IsPreview reports whether the Segment is a preview.
+func (in *Segment) IsPreview() bool { return in.Labels[PreviewLabel] == "true" }
+
 // SegmentSpec declares who belongs to a segment: a CEL rule over the scored
 // customers of one source.
 type SegmentSpec struct {

@@ -157,6 +157,14 @@ type MembershipStore interface {
 	// MembershipDelete removes a segment and its membership (a deleted
 	// Segment). Deleting an unknown segment is not an error.
 	MembershipDelete(ctx context.Context, segment string) error
+	// MembershipClone copies the membership of segment from (members,
+	// snapshot, size) to segment to, which has none, at version 1: the next
+	// incremental apply to it (the segment package reads a stored
+	// membership back when its baseline does not know the segment) then
+	// reports the entries and exits against from's membership — a preview
+	// of a rule against a segment's current members. ErrNotFound when from
+	// has no membership, ErrInvalid when to has one.
+	MembershipClone(ctx context.Context, from, to string) error
 }
 
 // RunStore keeps campaign runs, their targets and delivery state, and the

@@ -101,6 +101,7 @@ func Calls(ctx context.Context, s store.Store) map[string]error {
 		_, err := s.ErasureApply(ctx, &store.ErasureApplyParams{Source: "ns/s", CustomerIDs: []string{"a"}})
 		return err
 	})
+	call("MembershipClone", func() error { return s.MembershipClone(ctx, "ns/a", "ns/b") })
 	call("TombstonesGet", func() error { _, err := s.TombstonesGet(ctx, "ns/s"); return err })
 	call("ErasedFilter", func() error { _, err := s.ErasedFilter(ctx, "ns/s", []string{"a"}); return err })
 	call("RunCancel", func() error { _, err := s.RunCancel(ctx, "r"); return err })

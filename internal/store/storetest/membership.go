@@ -30,6 +30,40 @@ func membersOf(e *env, segment string, enteredSince int64) map[string]store.Memb
 }
 
 func exerciseMembership(ctx context.Context, t *testing.T, d *Driver) {
+	// A clone has the members of its origin, at version 1, and an
+	// incremental apply to it reports the changes against them.
+	t.Run("Clone", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(ctx, t, d)
+		s1 := writeSnapshot(e, e.s, "ns/shop", 0, 20)
+		e.applyFull("ns/at-risk", s1.ID, cids(0, 10))
+		if err := e.s.MembershipClone(ctx, "ns/at-risk", "ns/at-risk-preview"); err != nil {
+			t.Fatal(err)
+		}
+		m, err := e.s.MembershipGet(ctx, "ns/at-risk-preview")
+		if err != nil || m.Size != 10 || m.Version != 1 || m.SnapshotID != s1.ID {
+			t.Fatalf("clone = %+v, %v", m, err)
+		}
+		if got := membersOf(e, "ns/at-risk-preview", 0); len(got) != 10 {
+			t.Errorf("clone has %d members", len(got))
+		}
+		diff, err := e.applyChanges("ns/at-risk-preview", s1.ID, 1, cids(10, 13), cids(0, 2))
+		if err != nil || diff.Entered != 3 || diff.Exited != 2 || diff.Size != 11 {
+			t.Errorf("apply to the clone = %+v, %v; want 3 entered, 2 exited of 11", diff, err)
+		}
+		if orig := membersOf(e, "ns/at-risk", 0); len(orig) != 10 {
+			t.Errorf("the origin changed: %d members", len(orig))
+		}
+		if err := e.s.MembershipClone(ctx, "ns/at-risk", "ns/at-risk-preview"); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("clone onto a membership: %v, want ErrInvalid", err)
+		}
+		if err := e.s.MembershipClone(ctx, "ns/none", "ns/other"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("clone of no membership: %v, want ErrNotFound", err)
+		}
+		if err := e.s.MembershipClone(ctx, "", "ns/x"); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("clone of an empty key: %v", err)
+		}
+	})
 	t.Run("DiffAcrossSnapshots", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(ctx, t, d)

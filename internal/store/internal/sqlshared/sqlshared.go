@@ -548,3 +548,15 @@ func CheckMeasurable(run *store.Run, snapshotID int64, snap SnapshotRow, layout 
 	}
 	return false, nil
 }
+
+// The statements of MembershipClone: whether to exists ($1 to), the
+// segment row (at version 1), then its members ($1 from, $2 to).
+const (
+	MembershipCloneExists  = `SELECT count(*) FROM segments WHERE key = $1`
+	MembershipCloneSegment = `INSERT INTO segments (key, snapshot_id, size, updated_at, version)
+	SELECT $2, snapshot_id, size, updated_at, 1 FROM segments WHERE key = $1`
+	MembershipCloneMembers = `INSERT INTO memberships (segment_id, customer_id, entered_at, entered_snapshot)
+	SELECT t.id, m.customer_id, m.entered_at, m.entered_snapshot
+	FROM segments f JOIN memberships m ON m.segment_id = f.id JOIN segments t ON t.key = $2
+	WHERE f.key = $1`
+)
