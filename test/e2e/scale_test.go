@@ -126,14 +126,18 @@ func TestScale(t *testing.T) {
 	s.checkSizes(t)
 
 	// Phase 2: 1% of the customers buy today; the source rescores.
-	p = s.begin(t, "rescoring")
-	w.files.Put("transactions.csv.gz", append(slices.Clone(txGz), scalePurchases(t, custGz, today)...))
-	w.run(t, nil, "annotate", "-n", namespace, "--overwrite", "customersource/shop",
-		retentionv1.ReconcileRequestedAnnotation+"="+time.Now().UTC().Format(time.RFC3339Nano))
-	snap2 := s.waitSnapshot(t, snap.id, 15*time.Minute)
-	s.waitSegments(t, p, snap2, 10*time.Minute)
-	s.settle(t, p)
-	s.end(t, p)
+	rescore := func(name string, after int64, purchases ...[]byte) int64 {
+		p := s.begin(t, name)
+		w.files.Put("transactions.csv.gz", slices.Concat(append([][]byte{txGz}, purchases...)...))
+		w.run(t, nil, "annotate", "-n", namespace, "--overwrite", "customersource/shop",
+			retentionv1.ReconcileRequestedAnnotation+"="+time.Now().UTC().Format(time.RFC3339Nano))
+		next := s.waitSnapshot(t, after, 15*time.Minute)
+		s.waitSegments(t, p, next, 10*time.Minute)
+		s.settle(t, p)
+		s.end(t, p)
+		return next.id
+	}
+	snap2 := rescore("rescoring", snap.id, scalePurchases(t, custGz, today))
 
 	// Phase 3: steady state with the segments current and no run yet.
 	s.steady(t, "steady state before the runs")
@@ -153,15 +157,7 @@ func TestScale(t *testing.T) {
 	p.start = killed
 	s.settle(t, p)
 	s.end(t, p)
-	p = s.begin(t, "rescoring after the restart")
-	w.files.Put("transactions.csv.gz", append(append(slices.Clone(txGz), scalePurchases(t, custGz, today)...),
-		scalePurchases(t, custGz, today.AddDate(0, 0, -2))...))
-	w.run(t, nil, "annotate", "-n", namespace, "--overwrite", "customersource/shop",
-		retentionv1.ReconcileRequestedAnnotation+"="+time.Now().UTC().Format(time.RFC3339Nano))
-	snap3 := s.waitSnapshot(t, snap2.id, 15*time.Minute)
-	s.waitSegments(t, p, snap3, 10*time.Minute)
-	s.settle(t, p)
-	s.end(t, p)
+	rescore("rescoring after the restart", snap2, scalePurchases(t, custGz, today), scalePurchases(t, custGz, today.AddDate(0, 0, -2)))
 
 	// Phase 4: 25 campaigns run at once, 20 shards each.
 	p = s.begin(t, "runs")
