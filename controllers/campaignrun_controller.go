@@ -153,6 +153,9 @@ func (r *CampaignRunReconciler) step(ctx context.Context, run *retentionv1.Campa
 	case retentionv1.RunSucceeded:
 		return succeededMessage(run), time.Time{}, nil
 	case retentionv1.RunFailed:
+		if v := run.Annotations[retentionv1.RetryRequestedAnnotation]; v != "" && v != run.Status.LastHandledRetryAt {
+			return r.retry(ctx, run, v, now)
+		}
 		return "", time.Time{}, failedOutcome(run)
 	case retentionv1.RunCancelled:
 		return "", time.Time{}, cancelledOutcome(run)
@@ -477,4 +480,37 @@ func runOfJob(_ context.Context, o client.Object) []reconcile.Request {
 		return nil
 	}
 	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}}
+}
+
+// retry sends a Failed run's unsent targets once more, on request (the
+// retention.dev/retry-requested-at annotation): one more Job for the
+// shards that still have pending or stale-claimed targets, and the run is
+// Sending again. Targets that failed for good stay failed; a run with
+// nothing unsent stays Failed.
+func (r *CampaignRunReconciler) retry(ctx context.Context, run *retentionv1.CampaignRun, request string, now time.Time) (string, time.Time, error) {
+	st, err := r.Stores.Get(ctx)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	if err := r.refreshCounts(ctx, st, run); err != nil {
+		return "", time.Time{}, err
+	}
+	run.Status.LastHandledRetryAt = request
+	d := run.Status.Delivery
+	if d == nil || d.Pending+d.InFlight == 0 {
+		if r.Recorder != nil {
+			r.Recorder.Eventf(run, nil, "Warning", retentionv1.EventRetried, "Retry", "nothing to send again: no pending target")
+		}
+		return "", time.Time{}, failedOutcome(run)
+	}
+	run.Status.FollowUpJobs++
+	run.Status.Phase = retentionv1.RunSending
+	if err := r.launch(ctx, st, run); err != nil {
+		return "", time.Time{}, err
+	}
+	if r.Recorder != nil {
+		r.Recorder.Eventf(run, nil, "Normal", retentionv1.EventRetried, "Retry",
+			"sending %d unsent targets again: Job %d", d.Pending+d.InFlight, run.Status.FollowUpJobs)
+	}
+	return "", now.Add(sendingRefresh), sendingOutcome(run)
 }

@@ -358,3 +358,63 @@ func (e *Env) abort(ctx context.Context, args []string) error {
 		})
 	return err
 }
+
+// retry asks the operator to send a Failed run's unsent shards once more
+// (one more Job). With --wait it follows the run until it has sent
+// (Measuring or Succeeded: exit 0) or failed again (exit 1).
+func (e *Env) retry(ctx context.Context, args []string) error {
+	f := e.newFlags("retry")
+	var wait bool
+	var timeout time.Duration
+	f.BoolVar(&wait, "wait", false, "wait until the run has sent or failed again")
+	f.DurationVar(&timeout, "timeout", 10*time.Minute, "how long --wait waits (exit code 3 after it)")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 || kindByName(pos[0]) == nil || kindByName(pos[0]).Kind != "CampaignRun" {
+		return usageErrorf("usage: kubectl retention retry run NAME [--wait] [--timeout 10m]")
+	}
+	conn, err := e.Connect(f.conn)
+	if err != nil {
+		return err
+	}
+	c := conn.Client
+	var run retentionv1.CampaignRun
+	if err := c.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: pos[1]}, &run); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("CampaignRun %q not found in namespace %q", pos[1], conn.Namespace)
+		}
+		return err
+	}
+	if run.Status.Phase != retentionv1.RunFailed {
+		return fmt.Errorf("run %s is %s: only a Failed run is retried", run.Name, orNone(string(run.Status.Phase)))
+	}
+	request := e.Now().UTC().Format(time.RFC3339Nano)
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, retentionv1.RetryRequestedAnnotation, request)
+	if err := c.Patch(ctx, &run, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		return fmt.Errorf("requesting the retry: %w", err)
+	}
+	fmt.Fprintf(e.Stdout, "campaignrun.%s/%s retry requested\n", retentionv1.GroupVersion.Group, run.Name)
+	if !wait {
+		return nil
+	}
+	_, err = e.poll(ctx, c, &run, "run", timeout, func() client.Object { return &retentionv1.CampaignRun{} },
+		func(o client.Object) (string, bool, error) {
+			r := o.(*retentionv1.CampaignRun)
+			if r.Status.LastHandledRetryAt != request {
+				return "requested", false, nil
+			}
+			switch r.Status.Phase {
+			case retentionv1.RunMeasuring, retentionv1.RunSucceeded:
+				return "phase " + string(r.Status.Phase), true, nil
+			case retentionv1.RunFailed, retentionv1.RunCancelled:
+				return "phase " + string(r.Status.Phase), true, fmt.Errorf("run %s %s: %s", r.Name, strings.ToLower(string(r.Status.Phase)), readyMessage(r))
+			}
+			return "phase " + string(r.Status.Phase), false, nil
+		}, func(o client.Object) string {
+			r := o.(*retentionv1.CampaignRun)
+			return phaseLine(r, r.Status.Phase)
+		})
+	return err
+}

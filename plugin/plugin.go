@@ -1,5 +1,5 @@
 // Package plugin is the `kubectl retention` plugin (cmd/kubectl-retention):
-// get, status, suspend, resume, run, abort, report, preview, erase and check against the API server of the
+// get, status, suspend, resume, run, abort, retry, report, preview, erase and check against the API server of the
 // current kubeconfig. Every verb writes to the Env's writers and returns an
 // exit code, so tests run the verbs in-process against envtest.
 //
@@ -104,6 +104,7 @@ Usage:
   kubectl retention resume campaign|source NAME [-n NS]
   kubectl retention run campaign NAME [-n NS] [--wait] [--for sent|measured] [--timeout 10m] [-o name|json|yaml]
   kubectl retention abort run NAME [-n NS] [--wait] [--timeout 5m]
+  kubectl retention retry run NAME [-n NS] [--wait] [--timeout 10m]
   kubectl retention report campaign NAME [-n NS] [-o table|json|yaml] [--plot FILE.png]
   kubectl retention preview segment -f FILE [--against NAME] [-n NS] [-o table|json|yaml]
   kubectl retention erase customer ID... --source NAME [--from-file FILE|-] [--wait] [--timeout 10m] [-o name|json|yaml]
@@ -150,6 +151,8 @@ func (e *Env) Run(ctx context.Context, args []string) int {
 		err = e.erase(ctx, args[1:])
 	case "abort":
 		err = e.abort(ctx, args[1:])
+	case "retry":
+		err = e.retry(ctx, args[1:])
 	case "report":
 		err = e.report(ctx, args[1:])
 	case "preview":

@@ -535,6 +535,31 @@ func TestPlugin(t *testing.T) {
 			t.Errorf("abort campaign: exit %d %s", code, errOut)
 		}
 
+		// retry: only a Failed run; --wait until the operator handled the
+		// request and the run has sent.
+		failed := newRun("reactivate-failed", 5, retentionv1.RunFailed)
+		go func() {
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				var r retentionv1.CampaignRun
+				mustGet(t, c, ns, failed.Name, &r)
+				if v := r.Annotations[retentionv1.RetryRequestedAnnotation]; v != "" {
+					r.Status.LastHandledRetryAt, r.Status.Phase = v, retentionv1.RunMeasuring
+					if err := c.Status().Update(ctx, &r); err != nil {
+						t.Error(err)
+					}
+					return
+				}
+			}
+			t.Error("no retry requested")
+		}()
+		code, out, errOut = run("retry", "run", failed.Name, "--wait", "--timeout", "10s")
+		if code != ExitOK || !strings.Contains(out, "campaignrun.retention.dev/"+failed.Name+" retry requested") || !strings.Contains(errOut, "run "+failed.Name+": Measuring") {
+			t.Errorf("retry: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+		}
+		if code, _, errOut := run("retry", "run", done.Name); code != ExitFailed || !strings.Contains(errOut, "only a Failed run is retried") {
+			t.Errorf("retry of a succeeded run: exit %d %s", code, errOut)
+		}
+
 		// report: each run's groups, uplift, MDE and SRM, then the pooled line.
 		mustGet(t, c, ns, done.Name, &r)
 		r.Status.Experiment = &retentionv1.ExperimentDesign{MinimumDetectableEffect: "2.10", SampleRatioPValue: "0.41", PlannedHoldoutPercent: 10}
@@ -567,7 +592,7 @@ func TestPlugin(t *testing.T) {
 		checkUpliftPlot(t, png)
 		code, out, _ = run("report", "campaign", "reactivate", "-o", "json")
 		var rep CampaignReport
-		if err := json.Unmarshal([]byte(out), &rep); code != ExitOK || err != nil || len(rep.Runs) != 2 || rep.Pooled == nil || rep.Runs[0].Measurement == nil {
+		if err := json.Unmarshal([]byte(out), &rep); code != ExitOK || err != nil || len(rep.Runs) != 3 || rep.Pooled == nil || rep.Runs[0].Measurement == nil {
 			t.Errorf("report json: exit %d, %v, %+v", code, err, rep)
 		}
 		if code, _, errOut := run("report", "campaign", "nope"); code != ExitFailed || !strings.Contains(errOut, "not found") {

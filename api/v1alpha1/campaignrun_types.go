@@ -13,6 +13,14 @@ const CancelRequestedAnnotation = "retention.dev/cancel-requested-by"
 // by a person (`kubectl retention abort run NAME`).
 const AbortRequest = "abort"
 
+// RetryRequestedAnnotation asks the operator to send a Failed run's
+// unsent targets once more: a run that failed because its Jobs left
+// shards unfinished after the follow-up limit goes back to Sending with
+// one more Job for those shards (`kubectl retention retry run NAME`). A
+// new value (a time, by convention) is a new request;
+// status.lastHandledRetryAt shows the last one handled.
+const RetryRequestedAnnotation = "retention.dev/retry-requested-at"
+
 // RunPhase is where a campaign run is in its life.
 // +kubebuilder:validation:Enum=Pending;Materializing;Sending;Measuring;Succeeded;Failed;Cancelled
 type RunPhase string
@@ -312,6 +320,11 @@ type CampaignRunStatus struct {
 	// Job left with pending or stale-claimed targets.
 	// +optional
 	FollowUpJobs int32 `json:"followUpJobs,omitempty"`
+
+	// lastHandledRetryAt is the value of the last
+	// retention.dev/retry-requested-at annotation handled.
+	// +optional
+	LastHandledRetryAt string `json:"lastHandledRetryAt,omitempty"`
 
 	// experiment: the minimum detectable effect of the groups (before
 	// sending) and the sample-ratio check of the split.

@@ -131,6 +131,9 @@ const (
 	EventJobCreated = "JobCreated"
 	// EventFollowUpJob: a Job was launched again for shards left unfinished.
 	EventFollowUpJob = "FollowUpJob"
+	// EventRetried: a Failed run was sent again on request (its unsent
+	// shards), or there was nothing to send again.
+	EventRetried = "Retried"
 	// EventSent: a run's Job finished; the delivery counts are final.
 	EventSent = "Sent"
 	// EventSampleRatioMismatch: a run's groups came out unlike the planned
