@@ -189,6 +189,13 @@ done
 "$KUBECTL" get campaign win-back-demo -n "$NS" -o jsonpath='  the campaign over all its measured runs (one run: judged as the run is; more: Mantel–Haenszel): {.status.measurement.verdict}
 '
 
+say "the experiment as an analyst reads it: kubectl retention report campaign win-back-demo (--plot FILE.png draws it once runs have an uplift)"
+bin/kubectl-retention report campaign win-back-demo -n "$NS" 2>&1 | sed 's/^/  /'
+
+say "a marketer tries a wider at-risk rule on the live snapshot before applying it: kubectl retention preview segment -f"
+sed 's/customer.pAlive < 0.5/customer.pAlive < 0.6/' config/samples/segments/at-risk.yaml >"$DEMO_DIR/at-risk-wider.yaml"
+bin/kubectl-retention preview segment -f "$DEMO_DIR/at-risk-wider.yaml" -n "$NS" 2>/dev/null | sed 's/^/  /'
+
 say "a customer asks to be forgotten (GDPR Art. 17): kubectl retention erase customer ID --source shop --wait"
 erased_id=$(zcat "$DEMO_DIR/transactions.csv.gz" | sed -n 2p | cut -d, -f1)
 customers_before=$("$KUBECTL" get customersource shop -n "$NS" -o jsonpath='{.status.customers}')
@@ -224,6 +231,9 @@ cat <<EOT
   bin/kubectl-retention status campaign win-back -n $NS # a campaign, its segment, channel, runs and Events in one view
   bin/kubectl-retention get segments -A --status-selector 'Ready!=True'   # what is not Ready (flux's filter)
   bin/kubectl-retention run campaign win-back-demo -n $NS --wait   # an ad-hoc run; the exit code says how it ended
+  bin/kubectl-retention report campaign win-back-demo -n $NS --plot uplift.png   # the experiment per run and pooled, and its plot
+  bin/kubectl-retention preview segment -f my-segment.yaml -n $NS   # a rule on the live snapshot before applying it
+  bin/kubectl-retention abort run NAME -n $NS          # stop an active run; retry run NAME sends a failed one's unsent shards
   bin/kubectl-retention erase customer ID --source shop -n $NS --wait   # forget a customer (docs/privacy.md)
   $KUBECTL get jobs,pods -n default                    # the outreach Job and its pods
   curl -s http://$METRICS_ADDR/metrics | grep ^retention_   # what Prometheus scrapes

@@ -61,16 +61,21 @@ func (e *Env) report(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if plotPath != "" {
-		if err := plotUplift(plotPath, rep); err != nil {
-			return fmt.Errorf("drawing %s: %w", plotPath, err)
-		}
-		fmt.Fprintf(e.Stderr, "uplift plot written to %s\n", plotPath)
-	}
 	if *out != "table" {
-		return printObject(e.Stdout, *out, rep)
+		err = printObject(e.Stdout, *out, rep)
+	} else {
+		err = printCampaignReport(e, rep)
 	}
-	return printCampaignReport(e, rep)
+	if err != nil || plotPath == "" {
+		return err
+	}
+	// After the report, so that a campaign with nothing to draw yet still
+	// shows its table.
+	if err := plotUplift(plotPath, rep); err != nil {
+		return fmt.Errorf("drawing %s: %w", plotPath, err)
+	}
+	fmt.Fprintf(e.Stderr, "uplift plot written to %s\n", plotPath)
+	return nil
 }
 
 // plotUplift draws each measured run's uplift (percentage points) as a
