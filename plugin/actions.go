@@ -304,117 +304,120 @@ func checkAPI(ctx context.Context, conn *Conn) error {
 	return nil
 }
 
-// abort cancels an active run (the operator's cancellation, as for a run
-// replaced by a newer one): its pending targets are skipped, what a
-// runner already holds is sent. With --wait it follows the run until it
-// has ended.
-func (e *Env) abort(ctx context.Context, args []string) error {
-	f := e.newFlags("abort")
-	var wait bool
-	var timeout time.Duration
-	f.BoolVar(&wait, "wait", false, "wait until the run has ended")
-	f.DurationVar(&timeout, "timeout", 5*time.Minute, "how long --wait waits (exit code 3 after it)")
+// runRequest is a verb on one CampaignRun that asks the operator for
+// something through an annotation (abort, retry): the run read, the
+// connection, and the verb's --wait and --timeout.
+type runRequest struct {
+	c       client.Client
+	run     *retentionv1.CampaignRun
+	wait    bool
+	timeout time.Duration
+}
+
+// parseRunRequest parses `VERB run NAME [--wait] [--timeout]` and reads the run.
+func (e *Env) parseRunRequest(ctx context.Context, verb string, args []string, waitFor string, timeout time.Duration) (*runRequest, error) {
+	f := e.newFlags(verb)
+	req := &runRequest{}
+	f.BoolVar(&req.wait, "wait", false, "wait until the run has "+waitFor)
+	f.DurationVar(&req.timeout, "timeout", timeout, "how long --wait waits (exit code 3 after it)")
 	pos, err := f.parse(args)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(pos) != 2 || kindByName(pos[0]) == nil || kindByName(pos[0]).Kind != "CampaignRun" {
-		return usageErrorf("usage: kubectl retention abort run NAME [--wait]")
+		return nil, usageErrorf("usage: kubectl retention %s run NAME [--wait] [--timeout %s]", verb, timeout)
 	}
 	conn, err := e.Connect(f.conn)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	c := conn.Client
-	var run retentionv1.CampaignRun
-	if err := c.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: pos[1]}, &run); err != nil {
+	req.c, req.run = conn.Client, &retentionv1.CampaignRun{}
+	if err := req.c.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: pos[1]}, req.run); err != nil {
 		if apierrors.IsNotFound(err) {
-			return fmt.Errorf("CampaignRun %q not found in namespace %q", pos[1], conn.Namespace)
+			return nil, fmt.Errorf("CampaignRun %q not found in namespace %q", pos[1], conn.Namespace)
 		}
-		return err
+		return nil, err
 	}
-	if run.Status.Phase.Finished() {
-		return fmt.Errorf("run %s has already ended (%s)", run.Name, run.Status.Phase)
+	return req, nil
+}
+
+// annotate sets one annotation of the run (a merge patch) and says so.
+func (e *Env) annotate(ctx context.Context, req *runRequest, key, value, done string) error {
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, key, value)
+	if err := req.c.Patch(ctx, req.run, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		return fmt.Errorf("annotating run %s: %w", req.run.Name, err)
 	}
-	if by := run.Annotations[retentionv1.CancelRequestedAnnotation]; by != "" {
-		fmt.Fprintf(e.Stderr, "run %s: a cancellation was already requested (%s)\n", run.Name, by)
-	} else {
-		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, retentionv1.CancelRequestedAnnotation, retentionv1.AbortRequest)
-		if err := c.Patch(ctx, &run, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
-			return fmt.Errorf("requesting the cancellation: %w", err)
-		}
-		fmt.Fprintf(e.Stdout, "campaignrun.%s/%s abort requested\n", retentionv1.GroupVersion.Group, run.Name)
-	}
-	if !wait {
-		return nil
-	}
-	_, err = e.poll(ctx, c, &run, "run", timeout, func() client.Object { return &retentionv1.CampaignRun{} },
-		func(o client.Object) (string, bool, error) {
-			r := o.(*retentionv1.CampaignRun)
-			return "phase " + string(r.Status.Phase), r.Status.Phase.Finished(), nil
-		}, func(o client.Object) string {
+	fmt.Fprintf(e.Stdout, "campaignrun.%s/%s %s\n", retentionv1.GroupVersion.Group, req.run.Name, done)
+	return nil
+}
+
+// follow polls the run until check says it is done (see poll).
+func (e *Env) follow(ctx context.Context, req *runRequest, check func(*retentionv1.CampaignRun) (string, bool, error)) error {
+	_, err := e.poll(ctx, req.c, req.run, "run", req.timeout, func() client.Object { return &retentionv1.CampaignRun{} },
+		func(o client.Object) (string, bool, error) { return check(o.(*retentionv1.CampaignRun)) },
+		func(o client.Object) string {
 			r := o.(*retentionv1.CampaignRun)
 			return phaseLine(r, r.Status.Phase)
 		})
 	return err
 }
 
+// abort cancels an active run (the operator's cancellation, as for a run
+// replaced by a newer one): its pending targets are skipped, what a
+// runner already holds is sent. With --wait it follows the run until it
+// has ended.
+func (e *Env) abort(ctx context.Context, args []string) error {
+	req, err := e.parseRunRequest(ctx, "abort", args, "ended", 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	run := req.run
+	if run.Status.Phase.Finished() {
+		return fmt.Errorf("run %s has already ended (%s)", run.Name, run.Status.Phase)
+	}
+	if by := run.Annotations[retentionv1.CancelRequestedAnnotation]; by != "" {
+		fmt.Fprintf(e.Stderr, "run %s: a cancellation was already requested (%s)\n", run.Name, by)
+	} else if err := e.annotate(ctx, req, retentionv1.CancelRequestedAnnotation, retentionv1.AbortRequest, "abort requested"); err != nil {
+		return err
+	}
+	if !req.wait {
+		return nil
+	}
+	return e.follow(ctx, req, func(r *retentionv1.CampaignRun) (string, bool, error) {
+		return "phase " + string(r.Status.Phase), r.Status.Phase.Finished(), nil
+	})
+}
+
 // retry asks the operator to send a Failed run's unsent shards once more
 // (one more Job). With --wait it follows the run until it has sent
 // (Measuring or Succeeded: exit 0) or failed again (exit 1).
 func (e *Env) retry(ctx context.Context, args []string) error {
-	f := e.newFlags("retry")
-	var wait bool
-	var timeout time.Duration
-	f.BoolVar(&wait, "wait", false, "wait until the run has sent or failed again")
-	f.DurationVar(&timeout, "timeout", 10*time.Minute, "how long --wait waits (exit code 3 after it)")
-	pos, err := f.parse(args)
+	req, err := e.parseRunRequest(ctx, "retry", args, "sent or failed again", 10*time.Minute)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 2 || kindByName(pos[0]) == nil || kindByName(pos[0]).Kind != "CampaignRun" {
-		return usageErrorf("usage: kubectl retention retry run NAME [--wait] [--timeout 10m]")
-	}
-	conn, err := e.Connect(f.conn)
-	if err != nil {
-		return err
-	}
-	c := conn.Client
-	var run retentionv1.CampaignRun
-	if err := c.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: pos[1]}, &run); err != nil {
-		if apierrors.IsNotFound(err) {
-			return fmt.Errorf("CampaignRun %q not found in namespace %q", pos[1], conn.Namespace)
-		}
-		return err
-	}
+	run := req.run
 	if run.Status.Phase != retentionv1.RunFailed {
 		return fmt.Errorf("run %s is %s: only a Failed run is retried", run.Name, orNone(string(run.Status.Phase)))
 	}
 	request := e.Now().UTC().Format(time.RFC3339Nano)
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, retentionv1.RetryRequestedAnnotation, request)
-	if err := c.Patch(ctx, &run, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
-		return fmt.Errorf("requesting the retry: %w", err)
+	if err := e.annotate(ctx, req, retentionv1.RetryRequestedAnnotation, request, "retry requested"); err != nil {
+		return err
 	}
-	fmt.Fprintf(e.Stdout, "campaignrun.%s/%s retry requested\n", retentionv1.GroupVersion.Group, run.Name)
-	if !wait {
+	if !req.wait {
 		return nil
 	}
-	_, err = e.poll(ctx, c, &run, "run", timeout, func() client.Object { return &retentionv1.CampaignRun{} },
-		func(o client.Object) (string, bool, error) {
-			r := o.(*retentionv1.CampaignRun)
-			if r.Status.LastHandledRetryAt != request {
-				return "requested", false, nil
-			}
-			switch r.Status.Phase {
-			case retentionv1.RunMeasuring, retentionv1.RunSucceeded:
-				return "phase " + string(r.Status.Phase), true, nil
-			case retentionv1.RunFailed, retentionv1.RunCancelled:
-				return "phase " + string(r.Status.Phase), true, fmt.Errorf("run %s %s: %s", r.Name, strings.ToLower(string(r.Status.Phase)), readyMessage(r))
-			}
-			return "phase " + string(r.Status.Phase), false, nil
-		}, func(o client.Object) string {
-			r := o.(*retentionv1.CampaignRun)
-			return phaseLine(r, r.Status.Phase)
-		})
-	return err
+	return e.follow(ctx, req, func(r *retentionv1.CampaignRun) (string, bool, error) {
+		if r.Status.LastHandledRetryAt != request {
+			return "requested", false, nil
+		}
+		state := "phase " + string(r.Status.Phase)
+		switch r.Status.Phase {
+		case retentionv1.RunMeasuring, retentionv1.RunSucceeded:
+			return state, true, nil
+		case retentionv1.RunFailed, retentionv1.RunCancelled:
+			return state, true, fmt.Errorf("run %s %s: %s", r.Name, strings.ToLower(string(r.Status.Phase)), readyMessage(r))
+		}
+		return state, false, nil
+	})
 }
