@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -75,8 +76,15 @@ func (r *CustomerErasureReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 // erase runs the erasure's steps and returns the Ready message.
 func (r *CustomerErasureReconciler) erase(ctx context.Context, ce *retentionv1.CustomerErasure, patcher *statusPatcher) (string, error) {
 	key := types.NamespacedName{Namespace: ce.Namespace, Name: ce.Spec.SourceRef.Name}
-	if err := getReference(ctx, r.Client, key, &retentionv1.CustomerSource{}, "CustomerSource", retentionv1.ReasonSourceNotFound); err != nil {
-		return "", err
+	// A deleted source is no reason to wait: its snapshots went with it,
+	// but its runs' targets and the records that outlive them did not, and
+	// the tombstones keep the customers out of a source made again under
+	// the name. The Ready message says the source is gone.
+	sourceGone := ""
+	if err := r.Get(ctx, key, &retentionv1.CustomerSource{}); apierrors.IsNotFound(err) {
+		sourceGone = fmt.Sprintf(" (customersource %s does not exist: nothing was in its snapshots; its runs and records were erased)", key.Name)
+	} else if err != nil {
+		return "", fmt.Errorf("reading customersource %s: %w", key, err)
 	}
 	var sec corev1.Secret
 	ref := ce.Spec.CustomerIDsSecretRef
@@ -100,8 +108,8 @@ func (r *CustomerErasureReconciler) erase(ctx context.Context, ce *retentionv1.C
 	now := metav1.NewTime(r.Clock.Now())
 	ce.Status.CompletionTime = &now
 	n := ce.Status.Erased
-	return fmt.Sprintf("erased %d customers (%d already erased): %d snapshot records, %d segment memberships, %d campaign targets (%d skipped), %d ledger and holdout records, %d opt-outs; the Secret's data is removed",
-		n.Customers, n.AlreadyErased, n.SnapshotRows, n.Memberships, n.Targets, n.SkippedTargets, n.Records, n.OptOuts), nil
+	return fmt.Sprintf("erased %d customers (%d already erased): %d snapshot records, %d segment memberships, %d campaign targets (%d skipped), %d ledger and holdout records, %d opt-outs; the Secret's data is removed%s",
+		n.Customers, n.AlreadyErased, n.SnapshotRows, n.Memberships, n.Targets, n.SkippedTargets, n.Records, n.OptOuts, sourceGone), nil
 }
 
 // apply erases the Secret's customers from the store and records the

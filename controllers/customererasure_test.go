@@ -154,8 +154,9 @@ func TestCustomerErasure(t *testing.T) {
 }
 
 // TestCustomerErasureWaitsAndFails: a missing Secret keeps the erasure
-// Pending with SecretNotFound until it appears; a Secret without any id
-// fails it (Stalled), and erases nothing; the spec cannot change.
+// Pending with SecretNotFound until it appears; an Opaque Secret or one
+// without any id fails it (Stalled), and erases nothing; the spec cannot
+// change; a deleted source's customers are erased all the same.
 func TestCustomerErasureWaitsAndFails(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
@@ -200,6 +201,22 @@ func TestCustomerErasureWaitsAndFails(t *testing.T) {
 	ce.Spec.SourceRef.Name = "other"
 	if err := k8sClient.Update(ctx, ce); err == nil || !strings.Contains(err.Error(), "immutable") {
 		t.Errorf("changing the spec: %v, want it refused as immutable", err)
+	}
+
+	// A deleted source's customers are erased all the same (its runs and
+	// records outlive it), and the message says the source is gone.
+	gone := &retentionv1.CustomerErasure{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gone"},
+		Spec: retentionv1.CustomerErasureSpec{SourceRef: retentionv1.LocalObjectReference{Name: "deleted-shop"},
+			CustomerIDsSecretRef: retentionv1.CustomerIDsSecretRef{Name: "gone-ids"}}}
+	for _, o := range []client.Object{&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gone-ids"}, Type: retentionv1.CustomerIDsSecretType,
+		Data: map[string][]byte{"ids": []byte("c00001\n")}}, gone} {
+		if err := k8sClient.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, waitFor, readyIs(gone, func() []metav1.Condition { return gone.Status.Conditions }, metav1.ConditionTrue, retentionv1.ReasonSucceeded, "does not exist"))
+	if gone.Status.Phase != retentionv1.ErasureCompleted || gone.Status.Erased == nil || gone.Status.Erased.Tombstones != 1 {
+		t.Errorf("erasure of a deleted source's customer: %+v", gone.Status)
 	}
 }
 

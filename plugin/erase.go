@@ -62,10 +62,10 @@ func (e *Env) erase(ctx context.Context, args []string) error {
 	}
 	c := conn.Client
 	var src retentionv1.CustomerSource
-	if err := c.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: sourceName}, &src); err != nil {
-		if apierrors.IsNotFound(err) {
-			return fmt.Errorf("CustomerSource %q not found in namespace %q", sourceName, conn.Namespace)
-		}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: sourceName}, &src); apierrors.IsNotFound(err) {
+		// A deleted source's runs and records outlive it: they are erased.
+		fmt.Fprintf(e.Stderr, "warning: CustomerSource %q does not exist in namespace %q (deleted, or a typo?): its runs' targets and records are erased all the same\n", sourceName, conn.Namespace)
+	} else if err != nil {
 		return err
 	}
 	sec := &corev1.Secret{

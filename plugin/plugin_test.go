@@ -480,7 +480,7 @@ func TestPlugin(t *testing.T) {
 			{[]string{"erase", "customer", "c1"}, ExitUsage, "--source is required"},
 			{[]string{"erase", "customer", "--source", "warehouse"}, ExitUsage, "no customer id"},
 			{[]string{"erase", "campaign", "x", "--source", "warehouse"}, ExitUsage, "usage"},
-			{[]string{"erase", "customer", "c1", "--source", "nope"}, ExitFailed, "not found"},
+			{[]string{"erase", "customer", "c1", "--source", "nope"}, ExitOK, "does not exist"},
 		} {
 			if code, _, errOut := run(tc.args...); code != tc.code || !strings.Contains(errOut, tc.msg) {
 				t.Errorf("%v: exit %d, %s", tc.args, code, errOut)

@@ -20,7 +20,10 @@ const ErasedByAnnotation = "retention.dev/erased-by"
 type CustomerErasureSpec struct {
 	// sourceRef names the CustomerSource, in the same namespace, whose
 	// customers are erased. Customer ids are per source: another source's
-	// customer with the same id is not touched.
+	// customer with the same id is not touched. The source may have been
+	// deleted: its runs' targets and records are erased all the same, and
+	// its tombstones keep the customers out of a source made again under
+	// the name.
 	// +required
 	SourceRef LocalObjectReference `json:"sourceRef"`
 
@@ -57,8 +60,8 @@ type CustomerIDsSecretRef struct {
 type ErasurePhase string
 
 const (
-	// ErasurePending: not started (the source or the Secret is missing, or
-	// the store is unreachable; Ready says which).
+	// ErasurePending: not started (the Secret is missing, or the store is
+	// unreachable; Ready says which).
 	ErasurePending ErasurePhase = "Pending"
 	// ErasureErasing: the customers are being removed.
 	ErasureErasing ErasurePhase = "Erasing"
