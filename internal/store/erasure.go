@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"iter"
 )
 
 // ErasureStore forgets customers on request (GDPR Art. 17).
@@ -192,4 +193,22 @@ func tombstoneHash[ID string | []byte](salt []byte, customerID ID) [sha256.Size]
 	var buf [256]byte
 	b := append(append(buf[:0], salt...), customerID...)
 	return sha256.Sum256(b)
+}
+
+// WithoutErased leaves the tombstoned customers out of ids: a membership
+// apply computed before an erasure committed cannot bring them back.
+func WithoutErased(ids iter.Seq2[string, error], t *Tombstones) iter.Seq2[string, error] {
+	if t.Len() == 0 || ids == nil {
+		return ids
+	}
+	return func(yield func(string, error) bool) {
+		for id, err := range ids {
+			if err == nil && t.Erased(id) {
+				continue
+			}
+			if !yield(id, err) {
+				return
+			}
+		}
+	}
 }

@@ -20,6 +20,43 @@ const erasureIn = "= ANY($2::text[])"
 // finds the tombstones (snapshotWriter.dropErased).
 const erasureLock = `SELECT pg_advisory_xact_lock(hashtextextended('retention-erasure/' || $1, 0))`
 
+// erasureLockShared is the same lock taken by the transactions that must
+// not see an erasure commit half-way through (a snapshot's commit, a
+// membership apply, a run's materialization); they do not block one
+// another.
+const erasureLockShared = `SELECT pg_advisory_xact_lock_shared(hashtextextended('retention-erasure/' || $1, 0))`
+
+// withoutErasedMembers leaves the erased customers of the snapshot's
+// source out of an apply's members (or entries), under the source's
+// erasure lock: a member list computed before an erasure that committed
+// first cannot bring an erased customer back, and no erasure commits
+// while the apply runs.
+func withoutErasedMembers(ctx context.Context, tx pgx.Tx, p *store.MembershipApplyParams) error {
+	var source string
+	err := tx.QueryRow(ctx, "SELECT source FROM snapshots WHERE id = $1", p.SnapshotID).Scan(&source)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil // the apply reports the snapshot
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, erasureLockShared, source); err != nil {
+		return err
+	}
+	t, err := tombstonesSince(ctx, tx, source, 0)
+	if err != nil || t.Len() == 0 {
+		return err
+	}
+	if p.Changes != nil {
+		c := *p.Changes
+		c.Entered = store.WithoutErased(c.Entered, t)
+		p.Changes = &c
+		return nil
+	}
+	p.Members = store.WithoutErased(p.Members, t)
+	return nil
+}
+
 // ErasureApply implements store.Store, in one transaction.
 func (s *Store) ErasureApply(ctx context.Context, p *store.ErasureApplyParams) (*store.ErasureResult, error) {
 	if err := p.Validate(); err != nil {
@@ -218,7 +255,7 @@ func (s *Store) ErasedFilter(ctx context.Context, source string, customerIDs []s
 // transaction, under the source's erasure lock.
 func (w *snapshotWriter) dropErased() error {
 	ctx := w.ctx
-	if _, err := w.tx.Exec(ctx, erasureLock, w.source); err != nil {
+	if _, err := w.tx.Exec(ctx, erasureLockShared, w.source); err != nil {
 		return err
 	}
 	t, err := tombstonesSince(ctx, w.tx, w.source, w.erasedThrough)

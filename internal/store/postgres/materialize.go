@@ -107,14 +107,20 @@ func (s *Store) materialize(ctx context.Context, tx pgx.Tx, rc *pgx.Conn, p *sto
 		tally, err = s.tallyQuery(ctx, tx, sqlshared.RunTally, p.RunID, sqlshared.NewTally())
 		return tally, nil, err
 	}
-	var state string
+	var state, source string
 	var layout int
-	err = tx.QueryRow(ctx, "SELECT state, layout FROM snapshots WHERE id = $1", run.SnapshotID).Scan(&state, &layout)
+	err = tx.QueryRow(ctx, "SELECT state, layout, source FROM snapshots WHERE id = $1", run.SnapshotID).Scan(&state, &layout, &source)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && state != "committed") {
 		return nil, nil, fmt.Errorf("snapshot %d: %w", run.SnapshotID, store.ErrNotFound)
 	}
 	if err != nil {
 		return nil, nil, err
+	}
+	// No erasure of the source commits while the audience is read and
+	// written: one that came first is in what is read, one that comes
+	// after finds the targets.
+	if _, err := tx.Exec(ctx, erasureLockShared, source); err != nil {
+		return nil, nil, fmt.Errorf("lock erasures of %s: %w", source, err)
 	}
 	if layout != snapshotLayout {
 		return nil, nil, fmt.Errorf("snapshot layout %d is not known to this program", layout)

@@ -26,7 +26,13 @@ func (s *Store) MembershipApply(ctx context.Context, p *store.MembershipApplyPar
 		apply = s.applyChanges
 	}
 	var diff store.MembershipDiff
-	err := s.withTx(ctx, func(tx pgx.Tx) error { return apply(ctx, tx, p, now, &diff) })
+	err := s.withTx(ctx, func(tx pgx.Tx) error {
+		q := *p
+		if err := withoutErasedMembers(ctx, tx, &q); err != nil {
+			return err
+		}
+		return apply(ctx, tx, &q, now, &diff)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("apply membership of %s: %w", p.Segment, err)
 	}

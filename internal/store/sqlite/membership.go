@@ -36,12 +36,29 @@ func (s *Store) membershipApply(ctx context.Context, p *store.MembershipApplyPar
 		return nil, err
 	}
 	defer conn.Close()
+	// The erased customers of the snapshot's source are left out as the ids
+	// are staged, and again, under the write lock, those of an erasure that
+	// committed in between: a member list computed before an erasure cannot
+	// bring an erased customer back.
+	source, erased, err := snapshotTombstones(ctx, conn, p.SnapshotID)
+	if err != nil {
+		return nil, err
+	}
 	stages := stagesOf(p)
+	for i := range stages {
+		if stages[i].what != "exited" {
+			stages[i].ids = store.WithoutErased(stages[i].ids, erased)
+		}
+	}
 	defer dropStages(conn, stages)
 	if err := stageAll(ctx, conn, stages); err != nil {
 		return nil, err
 	}
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return nil, err
+	}
+	if err := unstageErased(ctx, conn, stages, source, erased); err != nil {
+		_, _ = conn.ExecContext(context.Background(), "ROLLBACK")
 		return nil, err
 	}
 	apply := s.applyMembers
@@ -314,6 +331,65 @@ func (s *Store) MembershipDelete(ctx context.Context, segment string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("delete membership of %s: %w", segment, wrapErr(err))
+	}
+	return nil
+}
+
+// snapshotTombstones returns the source of a snapshot and its tombstones
+// (none when the snapshot is unknown: the apply reports it).
+func snapshotTombstones(ctx context.Context, conn *sql.Conn, snapshotID int64) (string, *store.Tombstones, error) {
+	var source string
+	err := conn.QueryRowContext(ctx, "SELECT source FROM snapshots WHERE id = ?", snapshotID).Scan(&source)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil, nil
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	t, err := tombstonesSince(ctx, conn, source, 0)
+	return source, t, err
+}
+
+// unstageErased removes from the staged members (or entries) the
+// customers of the tombstones recorded after those staging left out: an erasure that
+// committed between the staging and the write lock. It runs under the
+// write lock, so no erasure can commit after it.
+func unstageErased(ctx context.Context, conn *sql.Conn, stages []stage, source string, staged *store.Tombstones) error {
+	if source == "" {
+		return nil
+	}
+	t, err := tombstonesSince(ctx, conn, source, staged.Through)
+	if err != nil || t.Len() == 0 {
+		return err
+	}
+	for _, st := range stages {
+		if st.what == "exited" {
+			continue
+		}
+		rows, err := conn.QueryContext(ctx, "SELECT customer_id FROM temp."+st.table)
+		if err != nil {
+			return err
+		}
+		var gone []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			if t.Erased(id) {
+				gone = append(gone, id)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, id := range gone {
+			if _, err := conn.ExecContext(ctx, "DELETE FROM temp."+st.table+" WHERE customer_id = ?", id); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -238,6 +238,33 @@ func exerciseErasure(ctx context.Context, t *testing.T, d *Driver) {
 		}
 	})
 
+	// A membership apply computed before an erasure, applied after it (the
+	// segment controller scanned the snapshot, then the erasure
+	// committed): the erased stay out, full or incremental.
+	t.Run("StaleAppliesLeaveTheErasedOut", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(ctx, t, d)
+		s1 := writeSnapshot(e, e.s, "ns/shop", 0, 10)
+		applySegment(e, "ns/seg", s1.ID, cids(0, 5))
+		if _, err := e.s.ErasureApply(ctx, &store.ErasureApplyParams{Source: "ns/shop", CustomerIDs: []string{cid(2), cid(7)}}); err != nil {
+			t.Fatal(err)
+		}
+		if diff := e.applyFull("ns/seg", s1.ID, cids(0, 8)); diff.Size != 6 {
+			t.Errorf("stale full apply: %+v, want 6 members (0..7 but the erased 2 and 7)", diff)
+		}
+		m, err := e.s.MembershipGet(ctx, "ns/seg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		diff, err := e.applyChanges("ns/seg", s1.ID, m.Version, []string{cid(7), cid(8)}, nil)
+		if err != nil || diff.Entered != 1 || diff.Size != 7 {
+			t.Errorf("stale incremental apply: %+v, %v; want only c8 entered", diff, err)
+		}
+		if got := membersOf(e, "ns/seg", 0); len(got) != 7 || got[cid(2)].CustomerID != "" || got[cid(7)].CustomerID != "" {
+			t.Errorf("members after the stale applies: %v", got)
+		}
+	})
+
 	t.Run("Validation", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(ctx, t, d)
