@@ -232,17 +232,24 @@ func (w *snapshotWriter) dropErased() error {
 	if err != nil || t.Len() == 0 {
 		return err
 	}
-	table := snapshotTable(w.id)
-	rows, err := w.conn.QueryContext(w.ctx, "SELECT customer_id FROM "+table)
+	n, err := deleteErased(w.ctx, w.conn, snapshotTable(w.id), t)
+	w.n -= n
+	return err
+}
+
+// deleteErased deletes from a table keyed by customer_id the customers
+// with a tombstone in t, and returns how many went.
+func deleteErased(ctx context.Context, conn *sql.Conn, table string, t *store.Tombstones) (int64, error) {
+	rows, err := conn.QueryContext(ctx, "SELECT customer_id FROM "+table)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var erased []string
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
 			rows.Close()
-			return err
+			return 0, err
 		}
 		if t.Erased(id) {
 			erased = append(erased, id)
@@ -250,17 +257,16 @@ func (w *snapshotWriter) dropErased() error {
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil || len(erased) == 0 {
-		return err
+		return 0, err
 	}
 	list, err := jsonParam(erased)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	r, err := w.conn.ExecContext(w.ctx, "DELETE FROM "+table+" WHERE customer_id IN (SELECT value FROM json_each(?))", list)
+	r, err := conn.ExecContext(ctx, "DELETE FROM "+table+" WHERE customer_id IN (SELECT value FROM json_each(?))", list)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	n, _ := r.RowsAffected()
-	w.n -= n
-	return nil
+	return n, nil
 }

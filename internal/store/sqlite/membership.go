@@ -366,29 +366,8 @@ func unstageErased(ctx context.Context, conn *sql.Conn, stages []stage, source s
 		if st.what == "exited" {
 			continue
 		}
-		rows, err := conn.QueryContext(ctx, "SELECT customer_id FROM temp."+st.table)
-		if err != nil {
+		if _, err := deleteErased(ctx, conn, "temp."+st.table, t); err != nil {
 			return err
-		}
-		var gone []string
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			if t.Erased(id) {
-				gone = append(gone, id)
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for _, id := range gone {
-			if _, err := conn.ExecContext(ctx, "DELETE FROM temp."+st.table+" WHERE customer_id = ?", id); err != nil {
-				return err
-			}
 		}
 	}
 	return nil
