@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -127,7 +126,7 @@ func (r *CustomerErasureReconciler) apply(ctx context.Context, ce *retentionv1.C
 		}
 		return waiting(retentionv1.ReasonSecretKeyNotFound, "secret %s has no key %s", ref.Name, ref.Key)
 	}
-	ids, err := ParseCustomerIDs(data)
+	ids, err := store.ParseCustomerIDs(data)
 	if err != nil {
 		return stalled(retentionv1.ReasonInvalidSecret, "secret %s key %s: %v", ref.Name, ref.Key, err)
 	}
@@ -172,29 +171,6 @@ func (r *CustomerErasureReconciler) clearSecret(ctx context.Context, sec *corev1
 		return fmt.Errorf("clearing secret %s: %w", sec.Name, err)
 	}
 	return nil
-}
-
-// ParseCustomerIDs reads the customer ids of an erasure's Secret: one per
-// line, surrounding blanks trimmed, blank lines ignored, repeats dropped.
-// Its errors never quote a line.
-func ParseCustomerIDs(data []byte) ([]string, error) {
-	seen := map[string]bool{}
-	var ids []string
-	for _, line := range strings.Split(string(data), "\n") {
-		id := strings.TrimSpace(line)
-		if id == "" || seen[id] {
-			continue
-		}
-		seen[id] = true
-		ids = append(ids, id)
-	}
-	switch {
-	case len(ids) == 0:
-		return nil, errors.New("no customer id (want one per line)")
-	case len(ids) > store.MaxErasureIDs:
-		return nil, fmt.Errorf("%d customer ids, more than the %d of one erasure: split them across several", len(ids), store.MaxErasureIDs)
-	}
-	return ids, nil
 }
 
 // SetupWithManager registers the reconciler: a new erasure is reconciled

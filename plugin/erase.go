@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	retentionv1 "github.com/retention-dev/retention-operator/api/v1alpha1"
+	"github.com/retention-dev/retention-operator/internal/store"
 )
 
 // erase forgets customers of a source: it puts the ids in a Secret (never
@@ -123,13 +124,7 @@ func readIDs(path string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the ids: %w", err)
 	}
-	var ids []string
-	for _, line := range strings.Split(string(b), "\n") {
-		if id := strings.TrimSpace(line); id != "" {
-			ids = append(ids, id)
-		}
-	}
-	return ids, nil
+	return store.CustomerIDLines(b), nil
 }
 
 // waitErasure polls the erasure until it completes (nil) or fails (an

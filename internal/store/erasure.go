@@ -3,8 +3,10 @@ package store
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"iter"
+	"strings"
 )
 
 // ErasureStore forgets customers on request (GDPR Art. 17).
@@ -71,6 +73,39 @@ func (p *ErasureApplyParams) Validate() error {
 		}
 	}
 	return nil
+}
+
+// ParseCustomerIDs reads the customer ids of an erasure's Secret
+// (CustomerIDLines, repeats dropped) and checks their number. Its errors
+// never quote a line.
+func ParseCustomerIDs(data []byte) ([]string, error) {
+	seen := map[string]bool{}
+	var ids []string
+	for _, id := range CustomerIDLines(data) {
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	switch {
+	case len(ids) == 0:
+		return nil, errors.New("no customer id (want one per line)")
+	case len(ids) > MaxErasureIDs:
+		return nil, fmt.Errorf("%d customer ids, more than the %d of one erasure: split them across several", len(ids), MaxErasureIDs)
+	}
+	return ids, nil
+}
+
+// CustomerIDLines splits a list of customer ids, one per line, with
+// surrounding blanks trimmed and blank lines ignored.
+func CustomerIDLines(data []byte) []string {
+	var ids []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if id := strings.TrimSpace(line); id != "" {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // ErasureResult counts what an erasure removed. It holds no id.

@@ -87,28 +87,12 @@ func (s *Store) ErasureApply(ctx context.Context, p *store.ErasureApplyParams) (
 		if res.SnapshotRows, err = eraseFromSnapshots(ctx, tx, p.Source, ids); err != nil {
 			return err
 		}
-		steps := []struct {
-			sql string
-			n   *int64
-		}{
-			{sqlshared.ErasureSegments(erasureIn), &res.Segments},
-			{sqlshared.ErasureMemberships(erasureIn), &res.Memberships},
-			{sqlshared.ErasureSkipTargets(erasureIn), &res.SkippedTargets},
-			{sqlshared.ErasureTargets(erasureIn, "md5(random()::text || clock_timestamp()::text)"), &res.Targets},
-			{sqlshared.ErasureOptOuts(erasureIn), &res.OptOuts},
-		}
-		for _, q := range sqlshared.ErasureRecords(erasureIn) {
-			steps = append(steps, struct {
-				sql string
-				n   *int64
-			}{q, &res.Records})
-		}
-		for _, st := range steps {
-			tag, err := tx.Exec(ctx, st.sql, p.Source, ids)
+		for _, st := range sqlshared.ErasureSteps(erasureIn, "md5(random()::text || clock_timestamp()::text)", res) {
+			tag, err := tx.Exec(ctx, st.SQL, p.Source, ids)
 			if err != nil {
 				return err
 			}
-			*st.n += tag.RowsAffected()
+			*st.Count += tag.RowsAffected()
 		}
 		return nil
 	})

@@ -63,29 +63,13 @@ func (s *Store) ErasureApply(ctx context.Context, p *store.ErasureApplyParams) (
 		if res.SnapshotRows, err = eraseFromSnapshots(ctx, tx, p.Source, idsJSON); err != nil {
 			return err
 		}
-		steps := []struct {
-			sql string
-			n   *int64
-		}{
-			{sqlshared.ErasureSegments(erasureIn), &res.Segments},
-			{sqlshared.ErasureMemberships(erasureIn), &res.Memberships},
-			{sqlshared.ErasureSkipTargets(erasureIn), &res.SkippedTargets},
-			{sqlshared.ErasureTargets(erasureIn, "lower(hex(randomblob(16)))"), &res.Targets},
-			{sqlshared.ErasureOptOuts(erasureIn), &res.OptOuts},
-		}
-		for _, q := range sqlshared.ErasureRecords(erasureIn) {
-			steps = append(steps, struct {
-				sql string
-				n   *int64
-			}{q, &res.Records})
-		}
-		for _, st := range steps {
-			r, err := tx.ExecContext(ctx, st.sql, p.Source, idsJSON)
+		for _, st := range sqlshared.ErasureSteps(erasureIn, "lower(hex(randomblob(16)))", res) {
+			r, err := tx.ExecContext(ctx, st.SQL, p.Source, idsJSON)
 			if err != nil {
 				return err
 			}
 			n, _ := r.RowsAffected()
-			*st.n += n
+			*st.Count += n
 		}
 		return nil
 	})

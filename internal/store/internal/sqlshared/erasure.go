@@ -8,7 +8,7 @@ import (
 )
 
 // The statements of an erasure (store.ErasureStore), in the order
-// ErasureApply runs them. $1 is the source key; in is the driver's
+// ErasureApply runs them (ErasureSteps). $1 is the source key; in is the driver's
 // membership test of customer_id in the erased ids ($2): PostgreSQL's
 // "= ANY($2::text[])", SQLite's "IN (SELECT value FROM json_each($2))".
 
@@ -21,10 +21,10 @@ const sourceSegments = `SELECT id FROM segments WHERE snapshot_id NOT IN (SELECT
 // snapshots, or fed by TargetInsert (no source recorded).
 const sourceRuns = `SELECT run_id FROM runs WHERE source IN ($1, '')`
 
-// ErasureSegments shrinks the segments that lose members and moves their
+// erasureSegments shrinks the segments that lose members and moves their
 // membership version on (an incremental apply against the old version
-// gets ErrBaseMoved). It runs before ErasureMemberships.
-func ErasureSegments(in string) string {
+// gets ErrBaseMoved). It runs before erasureMemberships.
+func erasureSegments(in string) string {
 	return `UPDATE segments SET
 		size = size - (SELECT count(*) FROM memberships m WHERE m.segment_id = segments.id AND m.customer_id ` + in + `),
 		version = version + 1
@@ -32,48 +32,65 @@ func ErasureSegments(in string) string {
 	  AND EXISTS (SELECT 1 FROM memberships m WHERE m.segment_id = segments.id AND m.customer_id ` + in + `)`
 }
 
-// ErasureMemberships removes the erased from the source's segments.
-func ErasureMemberships(in string) string {
+// erasureMemberships removes the erased from the source's segments.
+func erasureMemberships(in string) string {
 	return `DELETE FROM memberships WHERE customer_id ` + in + ` AND segment_id IN (` + sourceSegments + `)`
 }
 
-// ErasureSkipTargets skips the erased customers' targets still to send
+// erasureSkipTargets skips the erased customers' targets still to send
 // (their ledger entries become void, as for any skipped target).
-func ErasureSkipTargets(in string) string {
+func erasureSkipTargets(in string) string {
 	return `UPDATE targets SET state = 'skipped', reason = '` + store.ReasonErased + `', claimed_by = ''
 	WHERE state IN ('pending', 'claimed') AND customer_id ` + in + ` AND run_id IN (` + sourceRuns + `)`
 }
 
-// ErasureTargets replaces the erased customers' ids in the source's
+// erasureTargets replaces the erased customers' ids in the source's
 // targets by tombstone ids (random: they link to nothing, not even one
 // run's target to another's) and clears what was frozen for sending;
 // group, state, baseline, conversion and revenue stay, so the runs'
 // tallies and measured figures do not change. random is the driver's
 // expression of 32 random hexadecimal digits.
-func ErasureTargets(in, random string) string {
+func erasureTargets(in, random string) string {
 	return `UPDATE targets SET customer_id = 'erased-' || ` + random + `,
 		address = '', locale = '', time_zone = '', fields = NULL, last_error = '', claimed_by = ''
 	WHERE customer_id ` + in + ` AND run_id IN (` + sourceRuns + `)`
 }
 
-// ErasureRecords are the deletions from the records that outlive runs:
-// the ledger, ghost contacts and holdout assignments of the source (and
-// those recorded before they named one).
-func ErasureRecords(in string) []string {
-	var out []string
-	for _, table := range []string{"contacts", "ghost_contacts", "holdout_assignments"} {
-		out = append(out, `DELETE FROM `+table+` WHERE customer_id `+in+` AND source IN ($1, '')`)
-	}
-	return out
-}
-
-// ErasureOptOuts removes the erased ids' opt-outs on every channel: the
+// erasureOptOuts removes the erased ids' opt-outs on every channel: the
 // list is per channel and names no source. The customer is never contacted
 // again through this source (its tombstone keeps it out of every
 // snapshot). $1 takes no part but is typed, as PostgreSQL wants of every
 // parameter.
-func ErasureOptOuts(in string) string {
+func erasureOptOuts(in string) string {
 	return `DELETE FROM opt_outs WHERE customer_id ` + in + ` AND $1 <> ''`
+}
+
+// ErasureStep is one statement of an erasure ($1 the source, $2 the ids)
+// and the count of ErasureResult its affected rows go to.
+type ErasureStep struct {
+	SQL   string
+	Count *int64
+}
+
+// ErasureSteps are the statements ErasureApply runs after recording the
+// tombstones and erasing the snapshots, in order, counting into res: the
+// segments (before their memberships), the memberships, the targets still
+// to send, the targets, the opt-outs, then the records that outlive runs
+// (the ledger, ghost contacts and holdout assignments of the source, and
+// those recorded before they named one). in is the driver's erased-ids
+// test, random its expression of 32 random hexadecimal digits.
+func ErasureSteps(in, random string, res *store.ErasureResult) []ErasureStep {
+	steps := []ErasureStep{
+		{erasureSegments(in), &res.Segments},
+		{erasureMemberships(in), &res.Memberships},
+		{erasureSkipTargets(in), &res.SkippedTargets},
+		{erasureTargets(in, random), &res.Targets},
+		{erasureOptOuts(in), &res.OptOuts},
+	}
+	for _, table := range []string{"contacts", "ghost_contacts", "holdout_assignments"} {
+		steps = append(steps, ErasureStep{`DELETE FROM ` + table + ` WHERE customer_id ` + in + ` AND source IN ($1, '')`, &res.Records})
+	}
+	return steps
 }
 
 // ErasureSnapshots lists the source's committed snapshots, whose tables
